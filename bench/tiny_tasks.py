@@ -1,0 +1,181 @@
+"""tiny-tasks: per-task overhead of the whole stack against its baselines, one run.
+
+(a) raw pyzmq DEALER -> ROUTER echo of msgpack envelopes between two processes,
+    64 in flight: the transport limit;
+(b) our stack (client -> orchestrator -> wasm-worker -> back) running a no-op
+    WASM agent, 64 in flight, one client: once with a fresh instance per task
+    (the isolation default) and once with instance reuse;
+(c) Ray's no-op ``@ray.remote`` task, 64 in flight (skipped when Ray is absent);
+plus p50/p99 latency with one task in flight for (a) and (b).
+Ratios: ``stack_vs_ray`` (fresh instances, as Ray gives no reuse either) and
+``stack_vs_raw_zmq`` (reuse, the transport-bound case), both throughput ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from wasm_engine import Client
+from wasm_engine.benchmark import percentile, report
+from wasm_engine.local import LocalStack
+
+NOOP_WAT = Path(__file__).resolve().parent.parent / "agents" / "wat" / "noop.wat"
+
+
+def _echo_server(endpoint: str) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    while True:
+        frames = sock.recv_multipart()
+        if frames[-1] == b"stop":
+            break
+        msgpack.unpackb(frames[2])  # a router reads the header
+        sock.send_multipart(frames)
+    sock.close(0)
+    ctx.term()
+
+
+def raw_zmq(count: int, window: int, folder: str) -> tuple[float, list[float]]:
+    endpoint = f"ipc://{folder}/echo.sock"
+    server = mp.get_context("spawn").Process(target=_echo_server, args=(endpoint,), daemon=True)
+    server.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+
+    def send(i: int) -> None:
+        header = msgpack.packb(
+            {"v": [1, 0], "id": str(i), "type": "task.submit", "ts": time.time_ns()}
+        )
+        sock.send_multipart([b"WE/1", header, msgpack.packb({"task_id": str(i), "input": b"\xc0"})])
+
+    def recv() -> None:
+        frames = sock.recv_multipart()
+        msgpack.unpackb(frames[1])
+
+    send(-1)
+    recv()  # connected and warm
+    sent = done = 0
+    t0 = time.perf_counter()
+    while done < count:
+        while sent < count and sent - done < window:
+            send(sent)
+            sent += 1
+        recv()
+        done += 1
+    rate = count / (time.perf_counter() - t0)
+    lat = []
+    for i in range(min(count, 2000)):
+        t = time.perf_counter()
+        send(i)
+        recv()
+        lat.append((time.perf_counter() - t) * 1e6)
+    sock.send_multipart([b"WE/1", b"", b"stop"])
+    server.join(5)
+    sock.close(0)
+    ctx.term()
+    return rate, lat
+
+
+def stack_run(client: Client, agent: Any, count: int, window: int) -> float:
+    client.run_many(
+        agent, range(min(count, 500)), window=window
+    )  # warm: module compiled and cached
+    t0 = time.perf_counter()
+    client.run_many(agent, range(count), window=window)
+    return count / (time.perf_counter() - t0)
+
+
+def stack_latency(client: Client, agent: Any, n: int) -> list[float]:
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        client.run(agent, i)
+        lat.append((time.perf_counter() - t) * 1e6)
+    return lat
+
+
+def ray_run(count: int, window: int) -> float | None:
+    try:
+        import ray
+    except ImportError:
+        return None
+    ray.init(
+        num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False
+    )
+    try:
+
+        @ray.remote
+        def noop(x: Any) -> Any:
+            return x
+
+        ray.get([noop.remote(i) for i in range(200)])  # workers started
+        t0 = time.perf_counter()
+        pending: list[Any] = []
+        sent = 0
+        while sent < count or pending:
+            while sent < count and len(pending) < window:
+                pending.append(noop.remote(sent))
+                sent += 1
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)
+        return count / (time.perf_counter() - t0)
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--count", type=int, default=20_000)
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--latency-samples", type=int, default=2000)
+    ap.add_argument("--no-ray", action="store_true")
+    a = ap.parse_args()
+    import wasmtime
+
+    noop = bytes(wasmtime.wat2wasm(NOOP_WAT.read_text()))
+    figures: dict[str, Any] = {"count": a.count, "window": a.window, "wasm_workers": a.workers}
+    with tempfile.TemporaryDirectory(prefix="we-bench-") as folder:
+        raw_rate, raw_lat = raw_zmq(a.count, a.window, folder)
+    figures["raw_zmq_tasks_per_s"] = round(raw_rate)
+    figures["raw_zmq_p50_us"] = round(percentile(raw_lat, 50), 1)
+    figures["raw_zmq_p99_us"] = round(percentile(raw_lat, 99), 1)
+    with LocalStack(a.workers) as stack, Client(stack.front) as client:
+        fresh = client.put_agent(noop, name="noop")
+        reuse = client.put_agent(noop, name="noop-reuse", reuse=True)
+        figures["stack_fresh_tasks_per_s"] = round(stack_run(client, fresh, a.count, a.window))
+        figures["stack_reuse_tasks_per_s"] = round(stack_run(client, reuse, a.count, a.window))
+        lat = stack_latency(client, reuse, a.latency_samples)
+        figures["stack_p50_us"] = round(percentile(lat, 50), 1)
+        figures["stack_p99_us"] = round(percentile(lat, 99), 1)
+        lat_fresh = stack_latency(client, fresh, a.latency_samples)
+        figures["stack_fresh_p50_us"] = round(percentile(lat_fresh, 50), 1)
+    ray_rate = None if a.no_ray else ray_run(a.count, a.window)
+    figures["ray_tasks_per_s"] = round(ray_rate) if ray_rate else None
+    ratios = {
+        "stack_vs_raw_zmq": round(figures["stack_reuse_tasks_per_s"] / raw_rate, 3),
+        "stack_fresh_vs_raw_zmq": round(figures["stack_fresh_tasks_per_s"] / raw_rate, 3),
+        "stack_vs_ray": round(figures["stack_fresh_tasks_per_s"] / ray_rate, 2)
+        if ray_rate
+        else None,
+        "stack_reuse_vs_ray": round(figures["stack_reuse_tasks_per_s"] / ray_rate, 2)
+        if ray_rate
+        else None,
+    }
+    notes = [] if ray_rate else ["ray not installed: `make bench` installs the bench group"]
+    report("tiny-tasks", figures, ratios, notes=notes)
+
+
+if __name__ == "__main__":
+    main()

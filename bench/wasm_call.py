@@ -1,0 +1,101 @@
+"""Micro-benchmark: per-call cost of the no-op agent through WasmRuntime.
+
+Prints JSON {"fresh_us", "reuse_us", "ondemand_fresh_us", "ondemand_reuse_us",
+"highlevel_fresh_us", "highlevel_reuse_us", "pool_instances"}: medians over
+repeats of the mean per-call time. ``ondemand_*`` is the same C-API path without
+wasmtime's pooling allocator; ``highlevel_*`` is the same ABI round (instantiate,
+alloc, write input, handle, read output, read fuel) through wasmtime-py's
+high-level API (on-demand memory), for comparison inside one run.
+
+    .venv/bin/python bench/wasm_call.py [--n 20000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import wasmtime
+
+from wasm_worker.runtime import Limits, WasmRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = b"\x82\xa4task\xa3noop\xa4args\x90"  # a small msgpack map
+
+
+def _per_call_us(fn: Callable[[], object], n: int, repeats: int) -> float:
+    for _ in range(min(n, 1000)):
+        fn()  # warm up
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - t0) / n * 1e6)
+    return round(statistics.median(runs), 2)
+
+
+def _highlevel(wasm: bytes, limits: Limits) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    cfg = wasmtime.Config()
+    cfg.consume_fuel = True
+    cfg.epoch_interruption = True
+    engine = wasmtime.Engine(cfg)
+    pre = wasmtime.Linker(engine).instantiate_pre(wasmtime.Module(engine, wasm))
+
+    def new() -> tuple[wasmtime.Store, wasmtime.Func, wasmtime.Func, wasmtime.Memory]:
+        store = wasmtime.Store(engine)
+        store.set_limits(memory_size=limits.memory_bytes)
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(1000)
+        ex = pre.instantiate(store).exports(store)
+        return store, ex["alloc"], ex["handle"], ex["memory"]  # type: ignore[return-value]
+
+    def round_(
+        store: wasmtime.Store, alloc: wasmtime.Func, handle: wasmtime.Func, mem: wasmtime.Memory
+    ) -> bytes:
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(1000)
+        ptr = alloc(store, len(DATA)) & 0xFFFFFFFF
+        mem.write(store, DATA, ptr)
+        packed = handle(store, ptr, len(DATA)) & 0xFFFFFFFFFFFFFFFF
+        out = bytes(mem.read(store, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
+        store.get_fuel()
+        return out
+
+    kept = new()
+    return (lambda: round_(*new())), (lambda: round_(*kept))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    wasm = bytes(wasmtime.wat2wasm((ROOT / "agents/wat/noop.wat").read_text()))
+    limits = Limits()
+    result: dict[str, float | int] = {}
+    for prefix, pool in [("", 128), ("ondemand_", 0)]:
+        rt = WasmRuntime(pool_instances=pool)
+        try:
+            agent = rt.load(wasm)
+            fresh = _per_call_us(partial(agent.call, DATA, limits), args.n, args.repeats)
+            reuse = _per_call_us(
+                partial(agent.call, DATA, limits, reuse=True), args.n, args.repeats
+            )
+            result |= {f"{prefix}fresh_us": fresh, f"{prefix}reuse_us": reuse}
+            result.setdefault("pool_instances", rt.pool_instances)
+        finally:
+            rt.close()
+    hl_fresh, hl_reuse = _highlevel(wasm, limits)
+    result["highlevel_fresh_us"] = _per_call_us(hl_fresh, args.n // 4, args.repeats)
+    result["highlevel_reuse_us"] = _per_call_us(hl_reuse, args.n // 4, args.repeats)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The orchestrator's sockets: the only module of this service that touches ZeroMQ.
+
+One thread, one poll loop. Each round it drains every ready socket (NOBLOCK until
+``Again``), hands decoded envelopes to the :class:`Scheduler`, then sends the
+scheduler's outbox and publishes its telemetry in one batch. A send to a gone
+peer raises (``ROUTER_MANDATORY``): a gone client is counted, a gone worker is
+lost. Nothing a peer sends can stop the loop: every defect becomes a typed error
+to that peer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from wasm_engine import errors as E
+from wasm_engine import messages as M
+from wasm_engine import transport
+from wasm_engine.config import Settings
+from wasm_engine.envelope import Envelope, EnvelopeError, decode, encode
+from wasm_engine.errors import ProtocolError, WasmEngineError
+from wasm_engine.protocol import make_header
+
+from .scheduler import BACK, FRONT, Scheduler
+
+log = logging.getLogger("orchestrator")
+
+DRAIN_MAX = 512  # messages per socket per round, so neither socket starves the other
+TICK_NS = 100_000_000
+SNAPSHOT_NS = 1_000_000_000
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings, *, name: str = "orchestrator") -> None:
+        self.settings = settings
+        self.name = name
+        self.scheduler = Scheduler(settings, time.time_ns(), name)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.front = transport.router(self.ctx, settings.front)
+        self.back = transport.router(self.ctx, settings.back)
+        self.pub = transport.publisher(self.ctx, settings.telemetry)
+        self._stop = False
+        self._front_handlers: dict[str, Callable[[Envelope, int], None]] = {
+            "task.submit": self._on_submit,
+            "task.cancel": self._on_cancel,
+            "status.get": self._on_status,
+            "agent.put": self._on_agent_put,
+        }
+        log.info(
+            "listening front=%s back=%s telemetry=%s",
+            settings.front,
+            settings.back,
+            settings.telemetry,
+        )
+
+    def stop(self) -> None:
+        """Ask the loop to end after its current round (safe from a signal handler)."""
+        self._stop = True
+
+    def close(self) -> None:
+        for sock in (self.front, self.back, self.pub):
+            sock.close(0)
+        self.ctx.term()
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        next_tick = time.time_ns() + TICK_NS
+        next_snapshot = time.time_ns() + SNAPSHOT_NS
+        while not self._stop:
+            timeout_ms = max(0, (next_tick - time.time_ns()) // 1_000_000)
+            ready = dict(poller.poll(timeout_ms))
+            if self.back in ready:
+                self._drain(self.back, self._on_back)
+            if self.front in ready:
+                self._drain(self.front, self._on_front)
+            now = time.time_ns()
+            if now >= next_tick:
+                self.scheduler.tick(now)
+                next_tick = now + TICK_NS
+            self._flush()
+            if now >= next_snapshot:
+                self._publish(
+                    "telemetry.snapshot", M.TelemetrySnapshot(self.scheduler.snapshot(now)).pack()
+                )
+                next_snapshot = now + SNAPSHOT_NS
+            if self.scheduler.events:
+                self._publish_events()
+
+    def _drain(self, sock: zmq.Socket[bytes], handle: Callable[[list[bytes]], None]) -> None:
+        for _ in range(DRAIN_MAX):
+            try:
+                frames = transport.recv(sock, transport.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                handle(frames)
+            except Exception:  # a bug must not take the orchestrator down with it
+                log.exception("handler failed on a %d-frame message", len(frames))
+                self.scheduler.counters["handler_errors"] += 1
+
+    def _flush(self) -> None:
+        sched = self.scheduler
+        while sched.outbox:
+            batch, sched.outbox = sched.outbox, []
+            for out in batch:
+                sock = self.front if out.sock == FRONT else self.back
+                try:
+                    transport.send_to(sock, out.peer, out.frames, transport.NOBLOCK)
+                except zmq.ZMQError as exc:  # EHOSTUNREACH: peer gone; EAGAIN: peer not reading
+                    if out.sock == FRONT:
+                        sched.counters["clients_dropped"] += 1
+                        log.debug("client %r unreachable: %s", out.peer, exc)
+                    else:
+                        log.warning("worker %r unreachable: %s", out.peer, exc)
+                        sched.unreachable(out.peer, time.time_ns())
+
+    def _publish(self, type_: str, body: bytes) -> None:
+        frames = [type_.encode(), *encode(make_header(type_, sender=self.name), body)]
+        try:
+            transport.send(self.pub, frames, transport.NOBLOCK)
+        except zmq.Again:
+            self.scheduler.counters["telemetry_dropped"] += 1
+
+    def _publish_events(self) -> None:
+        events = list(self.scheduler.events)
+        self.scheduler.events.clear()
+        dropped = self.scheduler.counters.get("telemetry_dropped", 0)
+        self._publish("telemetry.events", M.TelemetryEvents(events, dropped).pack())
+
+    # ------------------------------------------------------------------ front
+    def _reject(self, sock_id: int, peer: bytes, parent: str | None, err: WasmEngineError) -> None:
+        self.scheduler.counters["bad_messages"] += 1
+        log.info("rejected message from %r: %s", peer, err)
+        self.scheduler.error(sock_id, peer, parent, err)
+
+    def _on_front(self, frames: list[bytes]) -> None:
+        peer = frames[0]
+        try:
+            env = decode(frames, hops=1)
+        except EnvelopeError as err:
+            self._reject(FRONT, peer, err.parent, err)
+            return
+        handler = self._front_handlers.get(env.header.type)
+        if handler is None:
+            self._reject(FRONT, peer, env.header.id, _not_here(env.header.type, "front"))
+            return
+        try:
+            handler(env, time.time_ns())
+        except ProtocolError as err:
+            self._reject(FRONT, peer, env.header.id, err)
+
+    def _on_submit(self, env: Envelope, now: int) -> None:
+        msg = _parse(M.TaskSubmit, env)
+        self.scheduler.submit(env.routing[0], env.header, env.body, msg, now)
+
+    def _on_cancel(self, env: Envelope, now: int) -> None:
+        msg = _parse(M.TaskCancel, env)
+        self.scheduler.cancel(env.routing[0], env.header, msg.task_id, now)
+
+    def _on_status(self, env: Envelope, now: int) -> None:
+        self.scheduler.status(env.routing[0], env.header, now)
+
+    def _on_agent_put(self, env: Envelope, now: int) -> None:
+        msg = _parse(M.AgentPut, env)
+        self.scheduler.agent_put(env.routing[0], env.header, msg, env.blobs)
+
+    # ------------------------------------------------------------------ back
+    def _on_back(self, frames: list[bytes]) -> None:
+        peer = frames[0]
+        now = time.time_ns()
+        sched = self.scheduler
+        worker = sched.touch(peer, now)
+        try:
+            env = decode(frames, hops=1)
+        except EnvelopeError as err:
+            self._reject(BACK, peer, err.parent, err)
+            return
+        header = env.header
+        type_ = header.type
+        try:
+            if type_ in {"task.result", "error"}:
+                if worker is not None:
+                    sched.worker_reply(worker, header, env.body, env.blobs, now)
+                elif type_ == "task.result":
+                    sched.counters["late_results"] += 1  # from a worker we already declared lost
+                else:
+                    log.info("error from unregistered peer %r: %s", peer, env.body[:200])
+            elif type_ == "task.event":
+                if worker is not None:
+                    sched.worker_event(worker, header, env.body, env.blobs)
+            elif type_ == "worker.heartbeat":
+                sched.heartbeat(peer, header, _parse(M.WorkerHeartbeat, env), now)
+            elif type_ == "worker.hello":
+                sched.hello(peer, header, _parse(M.WorkerHello, env), now)
+            elif type_ in ("worker.credit", "worker.bye"):
+                if worker is None:
+                    raise WasmEngineError(E.WORKER_UNKNOWN, f"{type_} before worker.hello")
+                if type_ == "worker.credit":
+                    sched.credit(worker, _parse(M.WorkerCredit, env), now)
+                else:
+                    sched.bye(worker, _parse(M.WorkerBye, env), now)
+            else:
+                raise _not_here(type_, "back")
+        except WasmEngineError as err:
+            self._reject(BACK, peer, header.id, err)
+
+
+def _parse(cls: type[M.M], env: Envelope) -> M.M:
+    msg = M.parse(cls.TYPE, env.body)
+    if not isinstance(msg, cls):  # the registry maps TYPE to cls: a mismatch is a bug
+        raise WasmEngineError(E.INTERNAL, f"registry returned {type(msg).__name__} for {cls.TYPE}")
+    return msg
+
+
+def _not_here(type_: str, where: str) -> ProtocolError:
+    if type_ in M.REGISTRY:
+        return ProtocolError(E.PROTO_UNEXPECTED, f"{type_!r} is not accepted on the {where} socket")
+    return ProtocolError(E.PROTO_UNKNOWN_TYPE, f"unknown message type {type_!r}")
+
+
+def serve(settings: Settings, install_signals: Callable[[Orchestrator], Any] | None = None) -> None:
+    orch = Orchestrator(settings)
+    if install_signals is not None:
+        install_signals(orch)
+    try:
+        orch.run()
+    finally:
+        orch.close()
+        log.info("stopped")

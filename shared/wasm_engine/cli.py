@@ -1,0 +1,219 @@
+"""The ``wasm-engine`` command: up, down, status, run, logs, bench.
+
+Every option is also an environment variable of the same name
+(``--wasm-workers`` = ``WASM_ENGINE_WASM_WORKERS``); see ``config``. Exit codes:
+0 ok, 1 a task or request failed (its error code is printed), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .errors import WasmEngineError
+from .logs import setup_logging
+
+log = logging.getLogger("wasm_engine.cli")
+out = sys.stdout.write  # command output (not logs) goes to stdout
+
+ENDPOINTS = ["front", "back", "telemetry", "home"]
+
+
+def _bindir() -> Path:
+    return Path(sys.executable).parent
+
+
+def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
+    from . import stack
+
+    stack.up(s, bindir=_bindir(), wait_timeout=a.wait, progress=lambda m: log.info("%s", m))
+    out(
+        f"stack up: {s.wasm_workers} wasm worker(s)\n  front     {s.front}\n  back      {s.back}\n"
+        f"  telemetry {s.telemetry}\n  home      {Path(s.home).resolve()}\n"
+        "  monitor   not part of this build yet (ui-monitor lands with its issue)\n"
+    )
+    return 0
+
+
+def cmd_down(s: config.Settings, a: argparse.Namespace) -> int:
+    from . import stack
+
+    was_up = stack.down(s, bindir=_bindir(), timeout=a.wait)
+    out("stack stopped\n" if was_up else "no stack was running\n")
+    return 0
+
+
+def cmd_status(s: config.Settings, a: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(s.front, timeout=a.wait) as client:
+        status = client.status()
+    if a.json:
+        out(json.dumps(status, indent=2, sort_keys=True) + "\n")
+        return 0
+    o = status["orchestrator"]
+    out(
+        f"orchestrator {o['name']} v{o['version']} up {o['uptime_s']:.0f}s, "
+        f"{o['tasks_known']} tasks known\n"
+    )
+    out(
+        f"{'worker':<28} {'kind':<9} {'state':<8} {'credits':>7} {'inflight':>8} {'done':>8} "
+        f"{'hb age':>7}  device\n"
+    )
+    for w in status["workers"]:
+        out(
+            f"{w['name']:<28} {w['kind']:<9} {w['state']:<8} {w['credits']:>7} {w['inflight']:>8} "
+            f"{w['completed']:>8} {w['heartbeat_age_s']:>6.1f}s  {w['device']}\n"
+        )
+    for key, q in sorted(status["queues"].items()):
+        out(f"queue {key}: {q['depth']} of {q['limit']}\n")
+    counters = ", ".join(f"{k}={v}" for k, v in sorted(status["counters"].items()))
+    out(f"counters: {counters or 'none'}\n")
+    return 0
+
+
+def cmd_run(s: config.Settings, a: argparse.Namespace) -> int:
+    from .client import Client
+
+    try:
+        data: Any = json.loads(a.input)
+    except json.JSONDecodeError as exc:
+        log.error("--input is not JSON: %s", exc)
+        return 2
+    with Client(s.front, timeout=a.wait) as client:
+        agent = client.put_agent(a.agent, reuse=a.reuse)
+        try:
+            result = client.run(
+                agent,
+                data,
+                fuel=a.fuel,
+                timeout=a.timeout,
+                memory=a.memory,
+                priority=a.priority,
+                seed=a.seed,
+            )
+        except WasmEngineError as err:
+            if a.json:
+                out(json.dumps({"ok": False, "error": err.to_body()}, default=repr) + "\n")
+            else:
+                out(f"error {err.code}: {err.message}\n")
+            return 1
+    if a.json:
+        doc = {
+            "ok": True,
+            "task_id": result.task_id,
+            "output": result.output,
+            "stats": result.stats,
+        }
+        out(json.dumps(doc, default=repr) + "\n")
+    else:
+        out(json.dumps(result.output, default=repr) + "\n")
+        st = result.stats
+        out(
+            f"# {st.get('worker')} run {st.get('run_us')} us, queued {st.get('queue_us')} us, "
+            f"fuel {st.get('fuel_used')}, attempts {st.get('attempts')}\n"
+        )
+    return 0
+
+
+def cmd_logs(s: config.Settings, a: argparse.Namespace) -> int:
+    from . import stack
+
+    path = stack.log_path(s, a.service)
+    if not path.exists():
+        log.error("no log for %r at %s", a.service, path)
+        return 1
+    lines = path.read_text(errors="replace").splitlines()
+    out("\n".join(lines[-a.lines :]) + "\n")
+    return 0
+
+
+def cmd_bench(s: config.Settings, a: argparse.Namespace) -> int:
+    from . import benchmark
+
+    return benchmark.main(a.name, as_json=a.json, extra=a.args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wasm-engine", description="A local-first multi-agent runtime."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str, settings: list[str], wait: float) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        config.add_arguments(sp, [*settings, "log_level"])
+        sp.add_argument(
+            "--wait", type=float, default=wait, help="seconds to wait (default %(default)s)"
+        )
+        return sp
+
+    up = command(
+        "up",
+        "start the local stack under supervisord",
+        [
+            *ENDPOINTS,
+            "wasm_workers",
+            "inference_workers",
+            "credits",
+            "heartbeat_interval",
+            "heartbeat_liveness",
+        ],
+        60.0,
+    )
+    up.set_defaults(fn=cmd_up)
+    command("down", "stop the local stack; leaves no process", ENDPOINTS, 30.0).set_defaults(
+        fn=cmd_down
+    )
+    st = command("status", "workers, queues and counters", ["front"], 5.0)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+    run = command("run", "run a wasm agent once", ["front"], 120.0)
+    run.add_argument("agent", help="path of the .wasm module")
+    run.add_argument("--input", default="null", help="JSON input (default null)")
+    run.add_argument("--fuel", type=int, default=None)
+    run.add_argument("--timeout", type=float, default=None, help="run budget in seconds")
+    run.add_argument("--memory", type=int, default=None, help="linear memory cap in bytes")
+    run.add_argument("--priority", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--reuse", action="store_true", help="keep the agent's instance between tasks")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(fn=cmd_run)
+    lg = command("logs", "print a service's log", ["home"], 0.0)
+    lg.add_argument("service", help="orchestrator, wasm-worker-0, supervisord, ...")
+    lg.add_argument("-n", "--lines", type=int, default=100)
+    lg.set_defaults(fn=cmd_logs)
+    bn = command("bench", "run a benchmark (or 'all')", [], 0.0)
+    bn.add_argument("name")
+    bn.add_argument("--json", action="store_true")
+    bn.add_argument("args", nargs=argparse.REMAINDER, help="passed to the bench script")
+    bn.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.from_args(args)
+    except ValueError as exc:
+        sys.stderr.write(f"wasm-engine: {exc}\n")
+        return 2
+    setup_logging(settings.log_level, "wasm-engine")
+    try:
+        return int(args.fn(settings, args))
+    except WasmEngineError as err:
+        log.error("%s: %s", err.code, err.message)
+        return 1
+    except (TimeoutError, RuntimeError, OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Settings shared by every process: endpoints, heartbeats, limits.
+
+Every setting has one name, used three ways: the field here, the environment
+variable ``WASM_ENGINE_<FIELD>`` and the CLI flag ``--<field-with-dashes>``. A flag
+beats the environment, the environment beats the default. This module owns that
+rule and nothing else (no sockets, no files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "WASM_ENGINE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a stack process may be told. Endpoints are bound by the orchestrator
+    and connected to by everyone else; ``ipc://`` works as well as ``tcp://``."""
+
+    front: str = "tcp://127.0.0.1:5550"  # clients -> orchestrator (ROUTER)
+    back: str = "tcp://127.0.0.1:5551"  # workers -> orchestrator (ROUTER)
+    telemetry: str = "tcp://127.0.0.1:5552"  # orchestrator PUB
+    home: str = ".wasm-engine"  # run folder of the local stack
+    wasm_workers: int = 1
+    inference_workers: int = 0
+    heartbeat_interval: float = 1.0  # seconds between heartbeats, both ways
+    heartbeat_liveness: int = 3  # missed intervals before a peer is dead
+    credits: int = 16  # tasks a worker may hold at once (worker side)
+    queue_limit: int = 10_000  # queued tasks per kind before task.overloaded
+    max_attempts: int = 3  # dispatches of a task before task.worker_lost
+    result_ttl: float = 300.0  # seconds a finished task answers duplicates
+    worker_name: str = ""  # default: <kind>-<host>-<pid>
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(kind: type, raw: str, name: str) -> Any:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
+
+
+def _field_types() -> dict[str, type]:
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    return {f.name: kinds[str(f.type)] for f in fields(Settings)}
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then ``WASM_ENGINE_*`` variables, then non-None ``overrides``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for name, kind in _field_types().items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _convert(kind, raw, name)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """Add ``--<name>`` flags for the given settings; defaults stay None so that
+    :func:`from_args` can tell a flag from the environment."""
+    types = _field_types()
+    for name in names:
+        kind = types[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = f"(env {ENV_PREFIX}{name.upper()}, default {getattr(Settings(), name)!r})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from parsed flags (those added by :func:`add_arguments`) over the env."""
+    names = {f.name for f in fields(Settings)}
+    return from_env(env, **{k: v for k, v in vars(args).items() if k in names})
+
+
+def to_env(settings: Settings, names: Sequence[str] | None = None) -> dict[str, str]:
+    """The environment that reproduces ``settings`` in a child process."""
+    chosen = names if names is not None else [f.name for f in fields(Settings)]
+    return {ENV_PREFIX + n.upper(): str(getattr(settings, n)) for n in chosen}

@@ -1,0 +1,88 @@
+"""Error codes and the one exception type that carries them.
+
+Errors are data on the wire: an ``error`` message whose body is
+``{code, message, retryable, detail}``. Codes are dotted and stable; this module
+owns the list. Every process raises :class:`WasmEngineError` (or a subclass)
+internally and turns it into that body at its edge.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+# -- protocol ------------------------------------------------------------------
+PROTO_BAD_FRAME: Final = "proto.bad_frame"  # wrong frame count / layout, unreadable header
+PROTO_VERSION: Final = "proto.version"  # a known magic or header.v with another major
+PROTO_BAD_MSGPACK: Final = "proto.bad_msgpack"  # a frame that is not one msgpack map
+PROTO_BAD_FIELD: Final = "proto.bad_field"  # missing field, wrong type, bad value
+PROTO_UNKNOWN_TYPE: Final = "proto.unknown_type"  # header.type not in the registry
+PROTO_TOO_LARGE: Final = "proto.too_large"  # a frame or message over its size limit
+PROTO_UNEXPECTED: Final = "proto.unexpected"  # a known type sent to a socket that does not take it
+# -- tasks ---------------------------------------------------------------------
+TASK_OVERLOADED: Final = "task.overloaded"  # queue full: retry later
+TASK_DEADLINE: Final = "task.deadline"  # deadline passed before the task finished
+TASK_WORKER_LOST: Final = "task.worker_lost"  # its worker died on every attempt
+TASK_CONFLICT: Final = "task.conflict"  # task_id reused with a different body
+TASK_CANCELLED: Final = "task.cancelled"
+TASK_NOT_FOUND: Final = "task.not_found"
+# -- workers -------------------------------------------------------------------
+WORKER_UNKNOWN: Final = "worker.unknown"  # a worker message before hello: say hello again
+# -- wasm ----------------------------------------------------------------------
+WASM_OUT_OF_FUEL: Final = "wasm.out_of_fuel"
+WASM_MEMORY_LIMIT: Final = "wasm.memory_limit"
+WASM_TRAP: Final = "wasm.trap"
+WASM_BAD_MODULE: Final = "wasm.bad_module"
+WASM_BAD_OUTPUT: Final = "wasm.bad_output"
+WASM_OUTPUT_TOO_LARGE: Final = "wasm.output_too_large"
+WASM_AGENT_MISSING: Final = "wasm.agent_missing"
+# -- inference / shm (reserved for the tensor and inference planes) -----------
+INFER_MODEL_MISSING: Final = "infer.model_missing"
+INFER_DEVICE_UNAVAILABLE: Final = "infer.device_unavailable"
+SHM_STALE_HANDLE: Final = "shm.stale_handle"
+# -- client side ----------------------------------------------------------------
+CLIENT_TIMEOUT: Final = "client.timeout"  # the SDK gave up waiting; the task may still run
+INTERNAL: Final = "internal"
+
+#: Codes a client may retry without changing anything.
+RETRYABLE: Final = frozenset({TASK_OVERLOADED, TASK_WORKER_LOST, CLIENT_TIMEOUT})
+
+
+class WasmEngineError(Exception):
+    """An error with a stable dotted ``code``; the Python face of an ``error`` message."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = code in RETRYABLE if retryable is None else retryable
+        self.detail: dict[str, Any] = detail or {}
+
+    def to_body(self) -> dict[str, Any]:
+        """The wire body of an ``error`` message."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> WasmEngineError:
+        """Rebuild from an ``error`` body (already validated by ``messages``)."""
+        return cls(
+            str(body.get("code", INTERNAL)),
+            str(body.get("message", "")),
+            retryable=bool(body.get("retryable", False)),
+            detail=dict(body.get("detail") or {}),
+        )
+
+
+class ProtocolError(WasmEngineError):
+    """A frame or message that breaks the wire contract (codes ``proto.*``)."""

@@ -1,0 +1,137 @@
+"""An ephemeral stack of real processes on private ``ipc://`` endpoints.
+
+``LocalStack`` starts an orchestrator and N wasm-workers as child processes of
+the caller (no supervisord), waits until every worker has registered, and stops
+them all on exit. Benchmarks and the end-to-end tests use it; so can a user who
+wants a throwaway runtime inside a script. Each stack lives in its own folder,
+so two stacks on one machine never share an endpoint. It can also kill and
+restart its processes, which is what fault tests need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .client import Client
+from .config import Settings, to_env
+from .errors import WasmEngineError
+
+log = logging.getLogger("wasm_engine.local")
+
+
+class LocalStack:
+    def __init__(self, wasm_workers: int = 1, *, home: Path | None = None, **settings: Any) -> None:
+        self._tmp = None if home is not None else tempfile.TemporaryDirectory(prefix="we-stack-")
+        self.home = Path(home) if home is not None else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.home.mkdir(parents=True, exist_ok=True)
+        ipc = f"ipc://{self.home}"
+        self.settings = Settings(
+            front=f"{ipc}/front.sock",
+            back=f"{ipc}/back.sock",
+            telemetry=f"{ipc}/telemetry.sock",
+            home=str(self.home),
+            wasm_workers=wasm_workers,
+            **settings,
+        )
+        self.orchestrator: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._spawned = 0
+
+    @property
+    def front(self) -> str:
+        return self.settings.front
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(to_env(self.settings))
+        env.update(extra)
+        return env
+
+    def _spawn(self, module: str, name: str, **extra: str) -> subprocess.Popen[bytes]:
+        logfile = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=self._env(**extra),
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            logfile.close()
+
+    def start_orchestrator(self) -> None:
+        self.orchestrator = self._spawn("orchestrator", "orchestrator")
+
+    def add_worker(self, **extra: str) -> subprocess.Popen[bytes]:
+        self._spawned += 1
+        name = f"wasm-worker-{self._spawned}"
+        proc = self._spawn("wasm_worker", name, WASM_ENGINE_WORKER_NAME=name, **extra)
+        self.workers.append(proc)
+        return proc
+
+    def start(self, timeout: float = 30.0) -> LocalStack:
+        self.start_orchestrator()
+        for _ in range(self.settings.wasm_workers):
+            self.add_worker()
+        self.wait_ready(self.settings.wasm_workers, timeout)
+        return self
+
+    def wait_ready(self, workers: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Block until ``workers`` workers are registered and ready; returns the status."""
+        end = time.monotonic() + timeout
+        with Client(self.front, timeout=1.0) as client:
+            while True:
+                try:
+                    status = client.status()
+                    ready = [w for w in status["workers"] if w["state"] == "ready"]
+                    if len(ready) >= workers:
+                        return status
+                except WasmEngineError:
+                    status = {}
+                if time.monotonic() > end:
+                    raise TimeoutError(f"{workers} workers not ready in {timeout}s: {status}")
+                time.sleep(0.05)
+
+    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        procs = [*self.workers, *([self.orchestrator] if self.orchestrator else [])]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d ignored SIGTERM: killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        self.workers.clear()
+        self.orchestrator = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def log_text(self, name: str) -> str:
+        path = self.home / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,328 @@
+"""The worker skeleton both worker kinds run: hello, credits, heartbeats, reconnect.
+
+Two channels to the orchestrator's back socket, as Jupyter kernels keep a
+heartbeat channel apart from their shell channel:
+- the *task channel* (a DEALER owned by the main thread) carries hello, dispatches,
+  results and bye; tasks run on the main thread, one after another;
+- the *heartbeat channel* (a DEALER owned by :class:`_Heartbeat`'s thread) sends
+  ``worker.heartbeat`` every interval naming the task channel, so a worker busy
+  in a long task stays alive, and watches the echoes: a silent orchestrator
+  (interval × liveness) means reconnect on a fresh socket (Paranoid Pirate), a
+  ``worker.unknown`` answer (the orchestrator restarted) means say hello again.
+The heartbeat thread tells the main thread through an inproc PAIR socket.
+
+SIGTERM (via :meth:`WorkerLoop.stop`): the task running finishes and its result
+is sent; tasks received but not started are handed back in ``worker.bye``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket as pysocket
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+import zmq
+
+from . import errors as E
+from . import messages as M
+from . import transport
+from .config import Settings
+from .envelope import Envelope, EnvelopeError, decode, encode
+from .errors import WasmEngineError
+from .liveness import Backoff, Liveness
+from .protocol import Header, make_header
+
+log = logging.getLogger("wasm_engine.worker")
+CTRL_REHELLO, CTRL_RECONNECT = b"rehello", b"reconnect"
+
+
+class TaskHandler(Protocol):
+    """What a worker kind plugs into the loop."""
+
+    kind: str  # wasm | inference
+    device: str
+
+    def capabilities(self) -> list[str]: ...
+
+    def run(self, dispatch: M.TaskDispatch, env: Envelope) -> M.TaskResult:
+        """Run one task; blob 0 of ``env`` is the submit body. Raise
+        :class:`WasmEngineError` for a typed failure."""
+        ...
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, loop: WorkerLoop) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.loop = loop
+        self.halt = threading.Event()
+        s = loop.settings
+        self.interval = s.heartbeat_interval
+        self.live = Liveness(
+            int(s.heartbeat_interval * 1e9), s.heartbeat_liveness, time.monotonic_ns()
+        )
+        self.backoff = Backoff(initial_s=s.heartbeat_interval, cap_s=30.0)
+
+    def run(self) -> None:
+        ctx = self.loop.ctx
+        ctrl = ctx.socket(zmq.PAIR)
+        ctrl.connect(self.loop.ctrl_endpoint)
+        sock = transport.dealer(ctx, self.loop.settings.back)
+        next_beat = 0.0
+        try:
+            while not self.halt.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._beat(sock)
+                    next_beat = now + self.interval
+                if sock.poll(max(1, int((next_beat - time.monotonic()) * 1000)), zmq.POLLIN):
+                    self._answer(sock, ctrl)
+                if self.live.expired(time.monotonic_ns()):
+                    delay = self.backoff.next_delay()
+                    log.warning(
+                        "orchestrator silent for %d heartbeats: reconnecting in %.1fs",
+                        self.live.liveness,
+                        delay,
+                    )
+                    transport.send(ctrl, [CTRL_RECONNECT])
+                    sock.close(0)
+                    if self.halt.wait(delay):
+                        break
+                    sock = transport.dealer(ctx, self.loop.settings.back)
+                    self.live.beat(time.monotonic_ns())
+                    next_beat = 0.0
+        finally:
+            sock.close(0)
+            ctrl.close(0)
+
+    def _beat(self, sock: zmq.Socket[bytes]) -> None:
+        body = M.WorkerHeartbeat(self.loop.identity.decode(), self.loop.inflight()).pack()
+        with contextlib.suppress(zmq.Again):  # not connected yet: liveness handles silence
+            transport.send(
+                sock,
+                encode(make_header("worker.heartbeat", sender=self.loop.name), body),
+                transport.NOBLOCK,
+            )
+
+    def _answer(self, sock: zmq.Socket[bytes], ctrl: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                frames = transport.recv(sock, transport.NOBLOCK)
+            except zmq.Again:
+                return
+            self.live.beat(time.monotonic_ns())
+            self.backoff.reset()
+            try:
+                env = decode(frames)
+            except EnvelopeError as err:
+                log.warning("bad frame on heartbeat channel: %s", err)
+                continue
+            if env.header.type == "error":
+                msg = M.parse("error", env.body)
+                if isinstance(msg, M.Error) and msg.code == E.WORKER_UNKNOWN:
+                    transport.send(ctrl, [CTRL_REHELLO])
+
+
+class WorkerLoop:
+    def __init__(
+        self, settings: Settings, handler: TaskHandler, *, credits: int | None = None
+    ) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.credits = credits or settings.credits
+        self.name = settings.worker_name or f"{handler.kind}-{pysocket.gethostname()}-{os.getpid()}"
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.ctrl_endpoint = f"inproc://worker-ctrl-{id(self)}"
+        self.identity = b""
+        self.registered = False
+        self.pending: deque[tuple[M.TaskDispatch, Envelope]] = deque()
+        self._stopping = False
+        self._busy = 0
+        self.completed = 0
+        self._sock: zmq.Socket[bytes] | None = None
+
+    def inflight(self) -> int:
+        return len(self.pending) + self._busy
+
+    def stop(self) -> None:
+        """Graceful stop (safe from a signal handler)."""
+        self._stopping = True
+
+    # ------------------------------------------------------------------ channel
+    def _connect(self) -> zmq.Socket[bytes]:
+        if self._sock is not None:
+            self._sock.close(0)
+        self.identity = f"{self.name}-{os.urandom(3).hex()}".encode()
+        self._sock = transport.dealer(
+            self.ctx, self.settings.back, identity=self.identity, linger_ms=2000
+        )
+        self._hello()
+        return self._sock
+
+    def _hello(self) -> None:
+        self.registered = False
+        self.pending.clear()  # an orchestrator that forgot us forgot these dispatches too
+        hello = M.WorkerHello(
+            name=self.name,
+            kind=self.handler.kind,
+            credits=self.credits,
+            capabilities=self.handler.capabilities(),
+            host=pysocket.gethostname(),
+            shm_ns=_shm_namespace(),
+            device=self.handler.device,
+            pid=os.getpid(),
+        )
+        self._send(make_header("worker.hello", sender=self.name), hello.pack())
+
+    def _send(self, header: Header, body: bytes, blobs: list[bytes] | None = None) -> None:
+        if self._sock is not None:
+            transport.send(self._sock, encode(header, body, blobs or ()))
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> int:
+        ctrl = self.ctx.socket(zmq.PAIR)
+        ctrl.bind(self.ctrl_endpoint)
+        sock = self._connect()
+        hb = _Heartbeat(self)
+        hb.start()
+        log.info(
+            "worker %s (%s) connecting to %s with %d credits",
+            self.name,
+            self.handler.kind,
+            self.settings.back,
+            self.credits,
+        )
+        poll_ms = max(10, int(self.settings.heartbeat_interval * 1000 / 2))
+        poller = zmq.Poller()
+        poller.register(ctrl, zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while not self._stopping:
+                if not self.pending and ctrl not in dict(poller.poll(poll_ms)):
+                    self._drain(sock)
+                    continue
+                if ctrl.poll(0, zmq.POLLIN):
+                    fresh = self._control(ctrl)
+                    if fresh is not sock:
+                        poller.unregister(sock)
+                        poller.register(fresh, zmq.POLLIN)
+                        sock = fresh
+                self._drain(sock)
+                while self.pending and not self._stopping:
+                    self._run_one(*self.pending.popleft())
+                    self._drain(sock)
+            self._bye()
+        finally:
+            hb.halt.set()
+            hb.join(timeout=5)
+            ctrl.close(0)
+            if self._sock is not None:
+                self._sock.close()
+            self.ctx.term()
+        log.info("worker %s stopped after %d tasks", self.name, self.completed)
+        return 0
+
+    def _control(self, ctrl: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        sock = self._sock
+        while ctrl.poll(0, zmq.POLLIN):
+            what = ctrl.recv()
+            if what == CTRL_RECONNECT:
+                log.warning("reconnecting task channel")
+                sock = self._connect()
+            elif what == CTRL_REHELLO:
+                log.warning("orchestrator does not know us (restarted?): saying hello again")
+                self._hello()
+        if sock is None:
+            raise RuntimeError("task channel closed")
+        return sock
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                frames = transport.recv(sock, transport.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                env = decode(frames)
+            except EnvelopeError as err:
+                log.warning("bad frame from orchestrator: %s", err)
+                continue
+            self._on_message(env)
+
+    def _on_message(self, env: Envelope) -> None:
+        type_ = env.header.type
+        try:
+            if type_ == "task.dispatch":
+                msg = M.parse(type_, env.body)
+                if isinstance(msg, M.TaskDispatch):
+                    self.pending.append((msg, env))
+            elif type_ == "worker.welcome":
+                self.registered = True
+                log.info("registered with the orchestrator as %s", self.identity.decode())
+            elif type_ == "task.cancel":
+                self._cancel(env)
+            elif type_ == "error":
+                err = M.parse(type_, env.body)
+                if isinstance(err, M.Error) and err.code == E.WORKER_UNKNOWN:
+                    self._hello()
+                else:
+                    log.warning("orchestrator says: %s", err)
+            else:
+                log.warning("unexpected %s on the task channel", type_)
+        except WasmEngineError as err:
+            log.warning("bad %s from orchestrator: %s", type_, err)
+
+    def _cancel(self, env: Envelope) -> None:
+        for item in list(self.pending):
+            if item[1].header.id == env.header.parent:
+                self.pending.remove(item)
+                err = WasmEngineError(E.TASK_CANCELLED, "cancelled before it started")
+                self._reply(item[1], "error", M.Error(**err.to_body()).pack())
+
+    def _run_one(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        self._busy = 1
+        t0 = time.perf_counter_ns()
+        try:
+            result = self.handler.run(dispatch, env)
+            stats = result.stats
+            stats["run_us"] = (time.perf_counter_ns() - t0) // 1000
+            stats["queue_us"] = dispatch.queued_us
+            stats["attempts"] = dispatch.attempt
+            stats["worker"] = self.name
+            stats["device"] = self.handler.device
+            self._reply(env, "task.result", result.pack())
+        except WasmEngineError as err:
+            err.detail.setdefault("worker", self.name)
+            self._reply(env, "error", M.Error(**err.to_body()).pack())
+        except Exception as exc:  # a handler bug fails the task, not the worker
+            log.exception("task %s failed", dispatch.task_id)
+            bug = WasmEngineError(
+                E.INTERNAL, f"{type(exc).__name__}: {exc}", detail={"worker": self.name}
+            )
+            self._reply(env, "error", M.Error(**bug.to_body()).pack())
+        finally:
+            self._busy = 0
+            self.completed += 1
+
+    def _reply(self, env: Envelope, type_: str, body: bytes) -> None:
+        header = make_header(type_, parent=env.header.id, trace=env.header.trace, sender=self.name)
+        self._send(header, body)
+
+    def _bye(self) -> None:
+        returned = [d.task_id for d, _ in self.pending]
+        self.pending.clear()
+        log.info("saying bye, handing back %d tasks", len(returned))
+        self._send(make_header("worker.bye", sender=self.name), M.WorkerBye(returned).pack())
+
+
+def _shm_namespace() -> str:
+    """Host + IPC namespace: processes with equal values share /dev/shm."""
+    try:
+        ipc = os.readlink("/proc/self/ns/ipc")
+    except OSError:
+        ipc = "ipc:?"
+    return f"{pysocket.gethostname()}/{ipc}"

@@ -1,0 +1,141 @@
+"""The supervisord configuration of the local stack, read back by supervisord's own parser."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supervisor.datatypes import RestartUnconditionally, RestartWhenExitUnexpected
+from supervisor.options import ClientOptions, ServerOptions
+
+from wasm_engine import stack
+from wasm_engine.config import Settings
+
+BINDIR = Path("/opt/venv/bin")
+
+
+def parse(settings: Settings, home: Path) -> ServerOptions:
+    """Render the conf into ``home`` and parse it as ``supervisord -c`` would."""
+    (home / "logs").mkdir(parents=True)  # supervisord checks that log folders exist
+    conf = home / stack.CONF_NAME
+    conf.write_text(stack.render_supervisord_conf(settings, home, BINDIR))
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    return options
+
+
+def processes(options: ServerOptions) -> dict[str, Any]:
+    return {p.name: p for g in options.process_group_configs for p in g.process_configs}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def test_programs_are_the_orchestrator_and_a_pool_of_wasm_workers(tmp_path: Path) -> None:
+    progs = stack.programs(Settings(home=str(tmp_path), wasm_workers=3), BINDIR)
+    assert [p.name for p in progs] == ["orchestrator", "wasm-worker"]
+    assert [p.command for p in progs] == [
+        [str(BINDIR / "wasm-engine-orchestrator")],
+        [str(BINDIR / "wasm-engine-wasm-worker")],
+    ]
+    assert [p.numprocs for p in progs] == [1, 3]
+    assert progs[1].process_names == ["wasm-worker-0", "wasm-worker-1", "wasm-worker-2"]
+
+
+def test_no_worker_program_when_the_pool_is_empty(tmp_path: Path) -> None:
+    progs = stack.programs(Settings(home=str(tmp_path), wasm_workers=0), BINDIR)
+    assert [p.name for p in progs] == ["orchestrator"]
+
+
+def test_conf_parses_into_one_orchestrator_and_numbered_workers(home: Path) -> None:
+    options = parse(Settings(home=str(home), wasm_workers=2), home)
+    groups = {g.name: g for g in options.process_group_configs}
+    assert set(groups) == {"orchestrator", "wasm-worker"}
+    assert groups["orchestrator"].priority < groups["wasm-worker"].priority  # started first
+    procs = processes(options)
+    assert set(procs) == {"orchestrator", "wasm-worker-0", "wasm-worker-1"}
+    assert procs["orchestrator"].command == str(BINDIR / "wasm-engine-orchestrator")
+    assert procs["wasm-worker-1"].command == str(BINDIR / "wasm-engine-wasm-worker")
+
+
+def test_each_process_gets_its_settings_and_workers_distinct_names(home: Path) -> None:
+    settings = Settings(home=str(home), wasm_workers=2, credits=4, log_level="DEBUG")
+    procs = processes(parse(settings, home))
+    orch = procs["orchestrator"].environment
+    assert {k for k in orch if k.startswith("WASM_ENGINE_")} == {
+        "WASM_ENGINE_" + n.upper() for n in stack.ORCHESTRATOR_SETTINGS
+    }
+    assert orch["WASM_ENGINE_FRONT"] == settings.front
+    assert orch["WASM_ENGINE_HOME"] == str(home.resolve())
+    names = set()
+    for name in ("wasm-worker-0", "wasm-worker-1"):
+        env = procs[name].environment
+        assert {k for k in env if k.startswith("WASM_ENGINE_")} == {
+            "WASM_ENGINE_" + n.upper() for n in stack.WASM_WORKER_SETTINGS
+        }
+        assert env["WASM_ENGINE_CREDITS"] == "4"
+        assert env["WASM_ENGINE_LOG_LEVEL"] == "DEBUG"
+        assert env["WASM_ENGINE_BACK"] == settings.back
+        names.add(env["WASM_ENGINE_WORKER_NAME"])
+    assert names == {"wasm-worker-0", "wasm-worker-1"}
+
+
+def test_percent_and_quotes_in_values_reach_the_process_unchanged(home: Path) -> None:
+    front = f"ipc://{home}/100%front.ipc"
+    settings = Settings(home=str(home), front=front, worker_name='w"x')
+    procs = processes(parse(settings, home))
+    assert procs["orchestrator"].environment["WASM_ENGINE_FRONT"] == front
+    assert procs["wasm-worker-0"].environment["WASM_ENGINE_WORKER_NAME"] == 'w"x-0'
+
+
+def test_logs_go_to_one_file_per_process_in_home(home: Path) -> None:
+    settings = Settings(home=str(home), wasm_workers=2)
+    options = parse(settings, home)
+    logs = home.resolve() / "logs"
+    assert options.logfile == str(logs / "supervisord.log")
+    for name, proc in processes(options).items():
+        assert proc.stdout_logfile == str(logs / f"{name}.log")
+        assert proc.redirect_stderr
+        assert stack.log_path(settings, name) == logs / f"{name}.log"
+    assert stack.log_path(settings, "wasm-worker:wasm-worker-1") == logs / "wasm-worker-1.log"
+    assert stack.log_path(settings, "supervisord") == logs / "supervisord.log"
+
+
+def test_log_path_of_a_pool_needs_a_process_unless_it_has_one(home: Path) -> None:
+    with pytest.raises(ValueError, match="wasm-worker-0, wasm-worker-1"):
+        stack.log_path(Settings(home=str(home), wasm_workers=2), "wasm-worker")
+    one = Settings(home=str(home), wasm_workers=1)
+    assert stack.log_path(one, "wasm-worker").name == "wasm-worker-0.log"
+    with pytest.raises(ValueError, match="no log for"):
+        stack.log_path(one, "ui-monitor")
+
+
+def test_stop_and_restart_policy(home: Path) -> None:
+    procs = processes(parse(Settings(home=str(home), wasm_workers=2), home))
+    for proc in procs.values():
+        assert proc.stopsignal == signal.SIGTERM
+        assert proc.stopwaitsecs == stack.STOP_WAIT_S
+        assert proc.stopasgroup and proc.killasgroup
+        assert proc.autostart
+    assert procs["wasm-worker-0"].autorestart is RestartUnconditionally
+    assert procs["orchestrator"].autorestart is RestartWhenExitUnexpected
+
+
+def test_supervisord_daemonizes_with_its_socket_and_pidfile_in_home(home: Path) -> None:
+    options = parse(Settings(home=str(home)), home)
+    assert options.nodaemon is False
+    assert options.pidfile == str(home.resolve() / stack.PID_NAME)
+    [server] = options.configroot.supervisord.server_configs
+    assert server["family"] == socket.AF_UNIX
+    assert server["file"] == str(home.resolve() / stack.SOCKET_NAME)
+    assert options.configroot.supervisord.environment == {"PYTHONUNBUFFERED": "1"}
+    ctl = ClientOptions()
+    ctl.configfile = str(home / stack.CONF_NAME)
+    ctl.process_config(do_usage=False)
+    assert ctl.configroot.supervisorctl.serverurl == f"unix://{home.resolve() / stack.SOCKET_NAME}"

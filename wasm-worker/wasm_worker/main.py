@@ -1,0 +1,45 @@
+"""Entry point of ``wasm-engine-wasm-worker``: settings, runtime, worker loop, signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from wasm_engine import config
+from wasm_engine.logs import setup_logging
+from wasm_engine.worker_loop import WorkerLoop
+
+from .handler import WasmHandler
+from .runtime import WasmRuntime
+
+log = logging.getLogger("wasm_worker")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wasm-engine-wasm-worker", description=__doc__)
+    config.add_arguments(
+        parser,
+        ["back", "credits", "heartbeat_interval", "heartbeat_liveness", "worker_name", "log_level"],
+    )
+    settings = config.from_args(parser.parse_args(argv))
+    setup_logging(settings.log_level, "wasm-worker")
+    runtime = WasmRuntime()
+    loop = WorkerLoop(settings, WasmHandler(runtime))
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: finishing the running task, handing back the rest", signum)
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return loop.run()
+    finally:
+        runtime.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
