@@ -439,15 +439,18 @@ class Scheduler:
         """``task.result`` or ``error`` from a worker; read by its header only."""
         dispatch_id = header.parent or ""
         task_id = worker.inflight.pop(dispatch_id, None)
-        task = self.dispatches.pop(dispatch_id, None)
-        if (
-            task_id is None
-            or task is None
-            or task.dispatch_id != dispatch_id
-            or task.state is not State.RUNNING
-        ):
+        # only a dispatch this worker holds is its to answer
+        task = self.dispatches.pop(dispatch_id, None) if task_id is not None else None
+        if task is None or task.dispatch_id != dispatch_id or task.state is not State.RUNNING:
             self.counters["late_results"] += 1
-            self._event("task.late_result", now, dispatch=dispatch_id, worker=worker.name)
+            self._event(
+                "task.late_result",
+                now,
+                dispatch=dispatch_id,
+                worker=worker.name,
+                task_id=task_id,
+                trace=task.trace if task is not None else None,
+            )
         else:
             worker.completed += 1
             ok = header.type == "task.result"
@@ -467,6 +470,7 @@ class Scheduler:
         worker = self.workers.get(peer)
         if worker is not None:
             self._lose(worker, now, "unreachable")
+            self.pump(now)
 
     def _lose(self, worker: Worker, now: int, why: str) -> None:
         self.workers.remove(worker)

@@ -20,7 +20,6 @@ from .codec import packb, unpack_map
 from .errors import PROTO_BAD_FIELD, PROTO_UNKNOWN_TYPE, ProtocolError
 from .protocol import DEFAULT_LIMITS, SizeLimits
 
-Check = Callable[[Any], bool]
 _ABSENT = object()
 REGISTRY: dict[str, type[Message]] = {}
 M = TypeVar("M", bound="Message")
@@ -30,8 +29,8 @@ class Message:
     """Base of every body class. ``TYPE`` is the header ``type`` string."""
 
     TYPE: ClassVar[str]
-    _checks: ClassVar[dict[str, tuple[Check, bool, str]]]
     _names: ClassVar[tuple[str, ...]]
+    _from_raw: ClassVar[Callable[[dict[str, Any]], Any]]
 
     def to_body(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._names}
@@ -40,28 +39,69 @@ class Message:
         return packb(self.to_body())
 
 
-def _checker(hint: Any) -> tuple[Check, str]:
+def _check_expr(hint: Any, var: str) -> tuple[str, str]:
+    """A Python expression that is true when ``var`` fits ``hint``, and the
+    type's name for error messages."""
     origin = typing.get_origin(hint)
     if hint is Any:
-        return (lambda v: True), "any"
+        return "True", "any"
     if origin in (Union, types.UnionType):
-        parts = [_checker(a) for a in typing.get_args(hint) if a is not type(None)]
-        nullable = type(None) in typing.get_args(hint)
-        name = " | ".join(p[1] for p in parts) + (" | nil" if nullable else "")
-        return (lambda v: (nullable and v is None) or any(c(v) for c, _ in parts)), name
-    if hint is int:
-        return (lambda v: type(v) is int), "int"
+        args = typing.get_args(hint)
+        parts = [_check_expr(a, var) for a in args if a is not type(None)]
+        expr = " or ".join(f"({e})" for e, _ in parts)
+        name = " | ".join(n for _, n in parts)
+        if type(None) in args:
+            return f"{var} is None or {expr}", name + " | nil"
+        return expr, name
     if hint is float:
-        return (lambda v: type(v) in (int, float)), "float"
-    if hint in (str, bool, bytes):
-        return (lambda v: type(v) is hint), hint.__name__
+        return f"type({var}) in (int, float)", "float"
+    if hint in (int, str, bool, bytes):
+        return f"type({var}) is {hint.__name__}", hint.__name__
     if origin is dict or hint is dict:
-        return (lambda v: isinstance(v, dict)), "map"
+        return f"type({var}) is dict", "map"
     if origin is list:
-        (item,) = typing.get_args(hint)
-        check, name = _checker(item)
-        return (lambda v: isinstance(v, list) and all(check(x) for x in v)), f"list[{name}]"
+        item, name = _check_expr(typing.get_args(hint)[0], "x")
+        return f"type({var}) is list and all({item} for x in {var})", f"list[{name}]"
     raise TypeError(f"unsupported field type {hint!r}")
+
+
+def _bad(type_: str, name: str, kind: str, value: Any) -> None:
+    if value is _ABSENT:
+        raise ProtocolError(PROTO_BAD_FIELD, f"{type_}.{name} is required", detail={"field": name})
+    raise ProtocolError(
+        PROTO_BAD_FIELD,
+        f"{type_}.{name} must be {kind}, got {type(value).__name__}",
+        detail={"field": name},
+    )
+
+
+def _compile_from_raw(cls: Any, type_: str) -> Callable[[dict[str, Any]], Any]:
+    """Generate the validator of one class (straight-line code, as attrs and
+    dataclasses generate ``__init__``): every message a process receives goes
+    through one of these, so it must cost little."""
+    hints = typing.get_type_hints(cls)
+    ns: dict[str, Any] = {"_ABSENT": _ABSENT, "_bad": _bad, "cls": cls}
+    lines = ["def from_raw(raw):"]
+    for f in dataclasses.fields(cls):
+        var = f"v_{f.name}"
+        expr, kind = _check_expr(hints[f.name], var)
+        lines.append(f"    {var} = raw.get({f.name!r}, _ABSENT)")
+        if f.default is not dataclasses.MISSING:
+            ns[f"d_{f.name}"] = f.default
+            lines.append(f"    if {var} is _ABSENT: {var} = d_{f.name}")
+            lines.append(f"    elif not ({expr}): _bad({type_!r}, {f.name!r}, {kind!r}, {var})")
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"d_{f.name}"] = f.default_factory
+            lines.append(f"    if {var} is _ABSENT: {var} = d_{f.name}()")
+            lines.append(f"    elif not ({expr}): _bad({type_!r}, {f.name!r}, {kind!r}, {var})")
+        else:
+            lines.append(f"    if {var} is _ABSENT or not ({expr}):")
+            lines.append(f"        _bad({type_!r}, {f.name!r}, {kind!r}, {var})")
+    args = ", ".join(f"v_{f.name}" for f in dataclasses.fields(cls))
+    lines.append(f"    return cls({args})")
+    exec("\n".join(lines), ns)  # noqa: S102 - source built above from field names only
+    fn: Callable[[dict[str, Any]], Any] = ns["from_raw"]
+    return fn
 
 
 @dataclass_transform(field_specifiers=(field,))
@@ -72,14 +112,9 @@ def message(type_: str) -> Callable[[type[M]], type[M]]:
         if type_ in REGISTRY:
             raise ValueError(f"message type {type_!r} registered twice")
         dc: Any = dataclass(slots=True)(cls)
-        hints = typing.get_type_hints(dc)
         dc.TYPE = type_
-        dc._checks = {}
         dc._names = tuple(f.name for f in dataclasses.fields(dc))
-        for f in dataclasses.fields(dc):
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            check, name = _checker(hints[f.name])
-            dc._checks[f.name] = (check, required, name)
+        dc._from_raw = staticmethod(_compile_from_raw(dc, type_))
         REGISTRY[type_] = dc
         return dc  # type: ignore[no-any-return]
 
@@ -92,23 +127,7 @@ def parse(type_: str, body: bytes, limits: SizeLimits = DEFAULT_LIMITS) -> Messa
     cls = REGISTRY.get(type_)
     if cls is None:
         raise ProtocolError(PROTO_UNKNOWN_TYPE, f"unknown message type {type_!r}")
-    raw = unpack_map(body, what=f"{type_} body", limit=limits.body)
-    values: dict[str, Any] = {}
-    for name, (check, required, kind) in cls._checks.items():
-        value = raw.get(name, _ABSENT)
-        if value is not _ABSENT:
-            if not check(value):
-                raise ProtocolError(
-                    PROTO_BAD_FIELD,
-                    f"{type_}.{name} must be {kind}, got {type(value).__name__}",
-                    detail={"field": name},
-                )
-            values[name] = value
-        elif required:
-            raise ProtocolError(
-                PROTO_BAD_FIELD, f"{type_}.{name} is required", detail={"field": name}
-            )
-    msg = cls(**values)
+    msg: Message = cls._from_raw(unpack_map(body, what=f"{type_} body", limit=limits.body))
     validate = getattr(msg, "validate", None)
     if validate is not None:
         validate()

@@ -49,6 +49,12 @@ class TaskHandler(Protocol):
 
     def capabilities(self) -> list[str]: ...
 
+    def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        """Called when a dispatch arrives, before it is queued: keep what must
+        outlive the task (a module blob), or raise :class:`WasmEngineError` to
+        refuse it at once."""
+        ...
+
     def run(self, dispatch: M.TaskDispatch, env: Envelope) -> M.TaskResult:
         """Run one task; blob 0 of ``env`` is the submit body. Raise
         :class:`WasmEngineError` for a typed failure."""
@@ -259,6 +265,11 @@ class WorkerLoop:
             if type_ == "task.dispatch":
                 msg = M.parse(type_, env.body)
                 if isinstance(msg, M.TaskDispatch):
+                    try:
+                        self.handler.accept(msg, env)
+                    except WasmEngineError as err:
+                        self._reply(env, "error", M.Error(**err.to_body()).pack())
+                        return
                     self.pending.append((msg, env))
             elif type_ == "worker.welcome":
                 self.registered = True

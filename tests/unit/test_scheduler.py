@@ -209,7 +209,7 @@ class Harness:
         self, dispatch: Out, type_: str, body: bytes, *, worker: Worker | None = None
     ) -> Header:
         worker = worker if worker is not None else self.worker(dispatch.peer)
-        self.sched.touch(dispatch.peer, self.now)
+        self.sched.touch(worker.peer, self.now)  # the service touches every back frame's sender
         header = make_header(
             type_, parent=dispatch.header.id, trace=dispatch.header.trace, sender=worker.name
         )
@@ -292,12 +292,9 @@ def test_submit_dispatches_with_the_module_only_on_the_first_dispatch_to_each_wo
     for tid in ("t3", "t4", "t5"):
         h.submit(tid)
     ds = dispatches(h.take())
-    assert [(d.msg.task_id, d.peer, len(d.blobs)) for d in ds] == [
-        ("t3", W2, 2),
-        ("t4", W2, 1),
-        ("t5", W1, 1),  # 2 free each: the tie goes to the first registered
-    ]
-    assert ds[0].blobs[1] == MODULE
+    assert (ds[0].msg.task_id, ds[0].peer) == ("t3", W2)  # the most free credits
+    assert ds[0].blobs == [h.bodies["t3"], MODULE]
+    assert [len(d.blobs) for d in ds[1:]] == [1, 1]  # each worker has it now
 
 
 def test_a_task_waits_for_a_worker_and_reports_its_queue_time() -> None:
@@ -727,13 +724,12 @@ def test_a_re_hello_is_a_loss_and_a_late_result_is_counted_not_delivered(h: Harn
 
     # a hello from a registered worker also requeues what it held
     h.submit("t2")
-    (d3,) = dispatches(h.take())
+    assert ids(dispatches(h.take())) == ["t2"]
     h.hello(W1, credits=1)
     (d4,) = dispatches(h.take())
     assert (d4.msg.task_id, d4.msg.attempt) == ("t2", 2)
     assert h.sched.counters["workers_lost"] == 2
     assert [e["why"] for e in h.events("worker.lost")] == ["heartbeat", "re-hello"]
-    del d3
 
 
 def test_unreachable_worker_is_lost(h: Harness) -> None:
@@ -820,8 +816,9 @@ def test_bye_requeues_returned_tasks_without_counting_an_attempt(h: Harness) -> 
     h.take()
     for tid in ("t1", "t2", "t3"):
         h.submit(tid)
-    d1, d2, d3 = dispatches(h.take())
-    h.result(d3)
+    held = dispatches(h.take())
+    assert ids(held) == ["t1", "t2", "t3"]
+    h.result(held[2])
     h.take()
     h.bye(W1, returned=["t1"])  # t1 never started; t2 was running
     assert h.take() == []
@@ -833,7 +830,6 @@ def test_bye_requeues_returned_tasks_without_counting_an_attempt(h: Harness) -> 
     h.hello(W2, credits=2)
     again = dispatches(h.take())
     assert [(d.msg.task_id, d.msg.attempt) for d in again] == [("t1", 1), ("t2", 2)]
-    del d1, d2
 
 
 # ---------------------------------------------------------------------- deadlines
@@ -934,9 +930,9 @@ def test_cancel_an_unknown_or_finished_task_is_not_found(h: Harness) -> None:
     (d,) = dispatches(h.take())
     h.result(d)
     h.take()
-    cancel = h.cancel("t1")
+    cancel = h.cancel("t1", client=CLIENT_B)
     err = only(h.take(), "error")
-    assert (err.header.parent, err.msg.code) == (cancel.id, E.TASK_NOT_FOUND)
+    assert (err.peer, err.header.parent, err.msg.code) == (CLIENT_B, cancel.id, E.TASK_NOT_FOUND)
 
 
 # ---------------------------------------------------------------------- heartbeats
@@ -1147,3 +1143,23 @@ def test_events_past_the_cap_are_dropped_and_counted(h: Harness) -> None:
     h.submit("t5")
     assert [e["task_id"] for e in h.sched.events] == ["t5"]
     assert h.sched.counters["telemetry_dropped"] == 2
+
+
+# ---------------------------------------------------------------------- known bugs
+
+
+def test_a_reply_naming_another_worker_s_dispatch_does_not_orphan_the_task(h: Harness) -> None:
+    h.hello(W1, credits=1)
+    h.hello(W2, credits=1)
+    h.take()
+    sub = h.submit("t1")
+    (d1,) = dispatches(h.take())
+    assert d1.peer == W1
+    h.result(d1, "from the wrong worker", worker=h.worker(W2))  # e.g. a reconnected W1 as W2
+    assert h.take() == []
+    assert h.sched.counters["late_results"] == 1
+
+    h.result(d1, "right")  # W1 answers its own dispatch
+    res = only(h.take(), "task.result")
+    assert (res.header.parent, res.msg.output) == (sub.id, "right")
+    assert h.answers() == Counter({"t1": 1})

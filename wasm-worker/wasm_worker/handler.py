@@ -56,26 +56,31 @@ class WasmHandler:
         self.runtime = runtime
         self.limits = limits or WorkerLimits()
         self.agents: dict[str, Agent] = {}
+        self.modules: dict[str, bytes] = {}  # received, not compiled yet
 
     def capabilities(self) -> list[str]:
         return ["wasm"]
 
-    def _agent(self, dispatch: M.TaskDispatch, env: Envelope) -> Agent:
-        digest = dispatch.agent or ""
-        if len(env.blobs) > 1:
-            agent = self.runtime.load(env.blobs[1])
-            if agent.digest != digest:
-                raise WasmEngineError(
-                    E.WASM_BAD_MODULE, f"module digest {agent.digest} != {digest}"
-                )
-            self.agents[digest] = agent
-            return agent
+    def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        """Keep the module blob of a first dispatch even if that task never runs
+        (cancelled before it started): the orchestrator sends each module once."""
+        if len(env.blobs) > 1 and dispatch.agent and dispatch.agent not in self.agents:
+            self.modules[dispatch.agent] = env.blobs[1]
+
+    def _agent(self, digest: str) -> Agent:
         found = self.agents.get(digest)
-        if found is None:
+        if found is not None:
+            return found
+        module = self.modules.pop(digest, None)
+        if module is None:
             raise WasmEngineError(
                 E.WASM_AGENT_MISSING, f"agent {digest} was never sent to this worker"
             )
-        return found
+        agent = self.runtime.load(module)
+        if agent.digest != digest:
+            raise WasmEngineError(E.WASM_BAD_MODULE, f"module digest {agent.digest} != {digest}")
+        self.agents[digest] = agent
+        return agent
 
     def task_limits(self, submit: M.TaskSubmit, deadline_ns: int | None) -> Limits:
         mine = self.limits
@@ -96,7 +101,7 @@ class WasmHandler:
         submit = M.parse("task.submit", env.blobs[0])
         if not isinstance(submit, M.TaskSubmit):
             raise WasmEngineError(E.INTERNAL, "registry mismatch for task.submit")
-        agent = self._agent(dispatch, env)
+        agent = self._agent(dispatch.agent or "")
         limits = self.task_limits(submit, env.header.deadline)
         data = submit.input if isinstance(submit.input, bytes) else NIL
         result = agent.call(data, limits, reuse=dispatch.reuse)

@@ -1,0 +1,87 @@
+"""The wasm handler: module bookkeeping and limits (real wasmtime, no sockets)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import msgpack
+import pytest
+import wasmtime
+
+from wasm_engine import codec, envelope
+from wasm_engine import errors as E
+from wasm_engine import messages as M
+from wasm_engine.errors import WasmEngineError
+from wasm_engine.protocol import make_header
+from wasm_worker.handler import WasmHandler, WorkerLimits
+from wasm_worker.runtime import WasmRuntime
+
+WAT = Path(__file__).resolve().parents[2] / "agents" / "wat"
+ECHO = bytes(wasmtime.wat2wasm((WAT / "echo.wat").read_text()))
+DIGEST = "sha256:" + hashlib.sha256(ECHO).hexdigest()
+
+
+@pytest.fixture
+def handler() -> WasmHandler:
+    runtime = WasmRuntime()
+    yield WasmHandler(runtime, WorkerLimits(timeout_s=5.0))
+    runtime.close()
+
+
+def dispatch(task_id: str, data: object, *, module: bool, limits: dict | None = None):
+    submit = M.TaskSubmit(
+        task_id=task_id, kind="wasm", agent=DIGEST, input=codec.packb(data), limits=limits or {}
+    ).pack()
+    msg = M.TaskDispatch(task_id, 1, 0, DIGEST)
+    blobs = [submit, ECHO] if module else [submit]
+    frames = envelope.encode(make_header("task.dispatch"), msg.pack(), blobs)
+    return msg, envelope.decode(frames)
+
+
+def run(handler: WasmHandler, msg: M.TaskDispatch, env: envelope.Envelope) -> object:
+    body = handler.run(msg, env).pack()
+    result = M.parse("task.result", body)
+    assert isinstance(result, M.TaskResult)
+    return result.output
+
+
+def test_module_kept_when_its_first_task_never_runs(handler: WasmHandler) -> None:
+    first, first_env = dispatch("t1", "dropped", module=True)
+    handler.accept(first, first_env)  # then cancelled before it started: never run
+    second, second_env = dispatch("t2", {"x": [1, 2]}, module=False)
+    handler.accept(second, second_env)
+    assert run(handler, second, second_env) == {"x": [1, 2]}
+
+
+def test_module_never_sent_is_agent_missing(handler: WasmHandler) -> None:
+    msg, env = dispatch("t1", 1, module=False)
+    with pytest.raises(WasmEngineError) as exc:
+        handler.run(msg, env)
+    assert exc.value.code == E.WASM_AGENT_MISSING
+
+
+def test_output_is_spliced_as_one_msgpack_value(handler: WasmHandler) -> None:
+    msg, env = dispatch("t1", {"deep": {"list": [1, "two", 3.0, None, b"\x00"]}}, module=True)
+    handler.accept(msg, env)
+    body = handler.run(msg, env).pack()
+    raw = msgpack.unpackb(body)
+    assert raw["output"] == {"deep": {"list": [1, "two", 3.0, None, b"\x00"]}}
+    assert raw["task_id"] == "t1" and raw["stats"]["fuel_used"] > 0
+
+
+def test_submit_limits_are_capped_by_the_worker(handler: WasmHandler) -> None:
+    submit = M.TaskSubmit(
+        task_id="t", kind="wasm", agent=DIGEST, limits={"timeout": 10**6, "fuel": 10**15}
+    )
+    limits = handler.task_limits(submit, None)
+    assert limits.timeout_s == handler.limits.max_timeout_s
+    assert limits.fuel == handler.limits.max_fuel
+
+
+def test_fuel_limit_from_the_submit_is_enforced(handler: WasmHandler) -> None:
+    msg, env = dispatch("t1", "x" * 1000, module=True, limits={"fuel": 3})
+    handler.accept(msg, env)
+    with pytest.raises(WasmEngineError) as exc:
+        handler.run(msg, env)
+    assert exc.value.code == E.WASM_OUT_OF_FUEL
