@@ -99,7 +99,7 @@ def _compile_from_raw(cls: Any, type_: str) -> Callable[[dict[str, Any]], Any]:
             lines.append(f"        _bad({type_!r}, {f.name!r}, {kind!r}, {var})")
     args = ", ".join(f"v_{f.name}" for f in dataclasses.fields(cls))
     lines.append(f"    return cls({args})")
-    exec("\n".join(lines), ns)  # noqa: S102 - source built above from field names only
+    exec("\n".join(lines), ns)
     fn: Callable[[dict[str, Any]], Any] = ns["from_raw"]
     return fn
 

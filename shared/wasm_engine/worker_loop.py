@@ -267,8 +267,8 @@ class WorkerLoop:
                 if isinstance(msg, M.TaskDispatch):
                     try:
                         self.handler.accept(msg, env)
-                    except WasmEngineError as err:
-                        self._reply(env, "error", M.Error(**err.to_body()).pack())
+                    except WasmEngineError as refused:
+                        self._reply(env, "error", M.Error(**refused.to_body()).pack())
                         return
                     self.pending.append((msg, env))
             elif type_ == "worker.welcome":
@@ -277,11 +277,11 @@ class WorkerLoop:
             elif type_ == "task.cancel":
                 self._cancel(env)
             elif type_ == "error":
-                err = M.parse(type_, env.body)
-                if isinstance(err, M.Error) and err.code == E.WORKER_UNKNOWN:
+                said = M.parse(type_, env.body)
+                if isinstance(said, M.Error) and said.code == E.WORKER_UNKNOWN:
                     self._hello()
                 else:
-                    log.warning("orchestrator says: %s", err)
+                    log.warning("orchestrator says: %s", said)
             else:
                 log.warning("unexpected %s on the task channel", type_)
         except WasmEngineError as err:
