@@ -1,0 +1,76 @@
+"""The ``wasm-engine`` command as a user runs it: up, status, run, logs, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "wasm-engine")
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(
+        WASM_ENGINE_HOME=str(tmp_path / "home"),
+        WASM_ENGINE_FRONT=f"ipc://{tmp_path}/front",
+        WASM_ENGINE_BACK=f"ipc://{tmp_path}/back",
+        WASM_ENGINE_TELEMETRY=f"ipc://{tmp_path}/telemetry",
+    )
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    try:
+        up = cli("up", "--wasm-workers", "2")
+        assert "front" in up.stdout and str(tmp_path / "front") in up.stdout
+
+        run = cli("run", "agents/wat/checksum.wat", "--input", '"hello"', "--json")
+        doc = json.loads(run.stdout)
+        assert doc["ok"] is True and doc["output"] == fnv1a64(msgpack.packb("hello"))
+        assert doc["stats"]["worker"].startswith("wasm-worker-")
+
+        failed = cli("run", "agents/wat/loop.wat", "--fuel", "100000", "--json", check=False)
+        assert failed.returncode == 1
+        assert json.loads(failed.stdout)["error"]["code"] == "wasm.out_of_fuel"
+
+        bad_input = cli("run", "agents/wat/echo.wat", "--input", "{not json", check=False)
+        assert bad_input.returncode == 2
+
+        status = json.loads(cli("status", "--json").stdout)
+        assert len(status["workers"]) == 2
+        assert status["counters"]["completed"] == 1 and status["counters"]["failed"] == 1
+        text = cli("status").stdout
+        assert "wasm-worker-" in text and "queue wasm" in text
+
+        logs = cli("logs", "orchestrator").stdout
+        assert "listening" in logs
+    finally:
+        down = cli("down", check=False)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    again = cli("down")
+    assert "no stack was running" in again.stdout
+    status_after = cli("status", "--wait", "0.5", check=False)
+    assert status_after.returncode == 1 and "client.timeout" in status_after.stderr

@@ -1,0 +1,172 @@
+"""The SDKs against a real orchestrator and worker over real sockets.
+
+The orchestrator and one wasm worker run as threads of the test process (real
+ZeroMQ ipc sockets, real wasmtime); the e2e suite runs them as processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from orchestrator.service import Orchestrator
+from wasm_engine import AsyncClient, Client, WasmEngineError
+from wasm_engine import errors as E
+from wasm_engine.config import Settings
+from wasm_engine.worker_loop import WorkerLoop
+from wasm_worker.handler import WasmHandler
+from wasm_worker.runtime import WasmRuntime
+
+WAT = Path(__file__).resolve().parents[2] / "agents" / "wat"
+
+
+def wasm(name: str) -> bytes:
+    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Settings]:
+    settings = Settings(
+        front=f"ipc://{tmp_path}/f.sock",
+        back=f"ipc://{tmp_path}/b.sock",
+        telemetry=f"ipc://{tmp_path}/t.sock",
+        heartbeat_interval=0.2,
+        credits=4,
+        worker_name="w-test",
+    )
+    orch = Orchestrator(settings)
+    orch_thread = threading.Thread(target=orch.run, daemon=True)
+    orch_thread.start()
+    runtime = WasmRuntime()
+    loop = WorkerLoop(settings, WasmHandler(runtime))
+    worker_thread = threading.Thread(target=loop.run, daemon=True)
+    worker_thread.start()
+    with Client(settings.front, timeout=10) as client:
+        deadline = time.monotonic() + 10
+        while not client.status()["workers"]:
+            assert time.monotonic() < deadline, "worker did not register"
+            time.sleep(0.02)
+    try:
+        yield settings
+    finally:
+        loop.stop()
+        worker_thread.join(10)
+        orch.stop()
+        orch_thread.join(10)
+        orch.close()
+        runtime.close()
+
+
+def test_run_returns_output_and_stats(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        agent = client.put_agent(wasm("checksum"), name="checksum")
+        result = client.run(agent, "hello world", task_id="t-1")
+    import msgpack
+
+    assert result.output == fnv1a64(msgpack.packb("hello world"))
+    assert result.task_id == "t-1" and result.trace == "t-1"
+    stats = result.stats
+    assert stats["worker"] == "w-test" and stats["attempts"] == 1 and stats["device"] == "cpu"
+    assert stats["fuel_used"] > 0 and stats["run_us"] >= 0 and "queue_us" in stats
+
+
+def test_run_many_keeps_input_order(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        echo = client.put_agent(wasm("echo"))
+        results = client.run_many(echo, [{"i": i} for i in range(300)], window=32)
+    assert [r.output for r in results] == [{"i": i} for i in range(300)]
+
+
+def test_task_errors_raise_with_the_error_body(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        loop = client.put_agent(wasm("loop"))
+        with pytest.raises(WasmEngineError) as exc:
+            client.run(loop, None, fuel=10_000)
+        assert exc.value.code == E.WASM_OUT_OF_FUEL and exc.value.retryable is False
+        with pytest.raises(WasmEngineError) as exc:
+            client.run(loop, None, timeout=0.2, fuel=10**15)
+        assert exc.value.code == E.TASK_DEADLINE
+        # the worker lives on
+        assert client.run(client.put_agent(wasm("echo")), 5).output == 5
+
+
+def test_a_deadline_ends_a_running_task_and_the_credit_comes_back(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        loop = client.put_agent(wasm("loop"))
+        with pytest.raises(WasmEngineError) as exc:
+            client.run(loop, None, deadline=time.time() + 0.3, fuel=10**15, timeout=5)
+        assert exc.value.code == E.TASK_DEADLINE
+        echo = client.put_agent(wasm("echo"))
+        assert [r.output for r in client.run_many(echo, range(10))] == list(range(10))
+
+
+def test_duplicate_task_id_runs_once(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        echo = client.put_agent(wasm("echo"))
+        first = client.run(echo, "same", task_id="dup-1")
+        second = client.run(echo, "same", task_id="dup-1")
+        assert first.output == second.output == "same"
+        assert second.stats == first.stats  # the stored reply, not a second run
+        with pytest.raises(WasmEngineError) as exc:
+            client.run(echo, "other", task_id="dup-1")
+        assert exc.value.code == E.TASK_CONFLICT
+        assert client.status()["counters"]["completed"] == 1
+
+
+def test_cancel_a_queued_task(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        loop = client.put_agent(wasm("loop"))
+        running = [client.submit(loop, None, timeout=0.5, fuel=10**15) for _ in range(4)]
+        queued = client.submit(loop, None, task_id="to-cancel", timeout=2, fuel=10**15)
+        client.cancel("to-cancel")
+        with pytest.raises(WasmEngineError) as exc:
+            queued.result(10)
+        assert exc.value.code == E.TASK_CANCELLED
+        for fut in running:
+            with pytest.raises(WasmEngineError):
+                fut.result(30)
+
+
+def test_unknown_agent_is_a_typed_error(stack: Settings) -> None:
+    with Client(stack.front) as client, pytest.raises(WasmEngineError) as exc:
+        client.run("sha256:" + "0" * 64, 1)
+    assert exc.value.code == E.WASM_AGENT_MISSING
+
+
+def test_async_client(stack: Settings) -> None:
+    async def main() -> list[object]:
+        async with AsyncClient(stack.front) as client:
+            echo = await client.put_agent(wasm("echo"))
+            futures = [await client.submit(echo, i) for i in range(50)]
+            outputs = [r.output for r in await asyncio.gather(*futures)]
+            status = await client.status()
+            assert status["workers"][0]["name"] == "w-test"
+            with pytest.raises(WasmEngineError) as exc:
+                await client.run(await client.put_agent(wasm("unreachable")), None)
+            assert exc.value.code == E.WASM_TRAP
+            return outputs
+
+    assert asyncio.run(main()) == list(range(50))
+
+
+def test_status_snapshot(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        client.run(client.put_agent(wasm("noop")), None)
+        status = client.status()
+    (worker,) = status["workers"]
+    assert worker["kind"] == "wasm" and worker["credits"] == 4 and worker["completed"] == 1
+    assert status["queues"]["wasm"] == {"depth": 0, "limit": 10_000}
+    assert status["counters"]["submitted"] == 1
