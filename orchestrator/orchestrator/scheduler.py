@@ -376,8 +376,8 @@ class Scheduler:
 
     def hello(self, peer: bytes, header: Header, msg: WorkerHello, now: int) -> None:
         known = self.workers.get(peer)
-        if known is not None:  # it thinks it is new: the dispatches it held are gone
-            self._lose(known, now, "re-hello")
+        if known is not None:  # it dropped what it held when it said hello: not its fault
+            self._lose(known, now, "re-hello", penalty=False)
         worker = self.workers.add(peer, msg, now)
         self._event(
             "worker.joined",
@@ -472,14 +472,14 @@ class Scheduler:
             self._lose(worker, now, "unreachable")
             self.pump(now)
 
-    def _lose(self, worker: Worker, now: int, why: str) -> None:
+    def _lose(self, worker: Worker, now: int, why: str, *, penalty: bool = True) -> None:
         self.workers.remove(worker)
-        self.counters["workers_lost"] += 1
+        self.counters["workers_lost" if penalty else "workers_rejoined"] += 1
         self._event("worker.lost", now, worker=worker.name, why=why, inflight=len(worker.inflight))
         for dispatch_id in list(worker.inflight):
             task = self.dispatches.pop(dispatch_id, None)
             if task is not None and task.dispatch_id == dispatch_id and task.state is State.RUNNING:
-                self._requeue(task, now, penalty=True)
+                self._requeue(task, now, penalty=penalty)
         worker.inflight.clear()
 
     # ------------------------------------------------------------------ timers

@@ -101,9 +101,9 @@ class _Book:
 
     name: str
     pending: dict[str, _Pending] = field(default_factory=dict)
-    modules: dict[str, tuple[bytes, str, bool]] = field(
-        default_factory=dict
-    )  # digest -> module, name, reuse
+    # digest -> (module, name, reuse), to put a module again when the orchestrator lost it
+    modules: dict[str, tuple[bytes, str, bool]] = field(default_factory=dict)
+    reput_at: dict[str, float] = field(default_factory=dict)  # digest -> last re-put
 
     def agent_frames(self, module: bytes, name: str, reuse: bool) -> tuple[str, str, list[bytes]]:
         digest = "sha256:" + hashlib.sha256(module).hexdigest()
@@ -166,8 +166,11 @@ class _Book:
             module = self.modules.get(pending.agent or "")
             if failure.code == E.WASM_AGENT_MISSING and module is not None and not pending.retried:
                 pending.retried = True
-                _, _, put = self.agent_frames(*module)
                 self.pending[env.header.parent or ""] = pending
+                if time.monotonic() - self.reput_at.get(pending.agent or "", -1e9) < 1.0:
+                    return [pending.frames]  # re-put already on its way, ahead of this
+                self.reput_at[pending.agent or ""] = time.monotonic()
+                _, _, put = self.agent_frames(*module)
                 return [put, pending.frames]  # messages to send, in order
             pending.resolve(None, failure)
         else:  # status, agent.stored: the value is the parsed message

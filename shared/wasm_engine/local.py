@@ -108,7 +108,16 @@ class LocalStack:
         proc.wait(timeout=30)
 
     def stop(self) -> None:
-        procs = [*self.workers, *([self.orchestrator] if self.orchestrator else [])]
+        """Workers first (their bye reaches a live orchestrator), then the orchestrator."""
+        self._terminate(self.workers)
+        self._terminate([self.orchestrator] if self.orchestrator else [])
+        self.workers.clear()
+        self.orchestrator = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    @staticmethod
+    def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -119,10 +128,6 @@ class LocalStack:
                 log.warning("pid %d ignored SIGTERM: killing it", proc.pid)
                 proc.kill()
                 proc.wait()
-        self.workers.clear()
-        self.orchestrator = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
 
     def log_text(self, name: str) -> str:
         path = self.home / f"{name}.log"

@@ -88,18 +88,19 @@ class _Heartbeat(threading.Thread):
                 if sock.poll(max(1, int((next_beat - time.monotonic()) * 1000)), zmq.POLLIN):
                     self._answer(sock, ctrl)
                 if self.live.expired(time.monotonic_ns()):
+                    # Paranoid Pirate: fresh sockets now, and keep beating on them; the
+                    # backoff only postpones the next "silent" verdict, so a worker that
+                    # registers with a restarted orchestrator is never seen silent.
                     delay = self.backoff.next_delay()
                     log.warning(
-                        "orchestrator silent for %d heartbeats: reconnecting in %.1fs",
+                        "orchestrator silent for %d heartbeats: reconnecting (next check +%.1fs)",
                         self.live.liveness,
                         delay,
                     )
                     transport.send(ctrl, [CTRL_RECONNECT])
                     sock.close(0)
-                    if self.halt.wait(delay):
-                        break
                     sock = transport.dealer(ctx, self.loop.settings.back)
-                    self.live.beat(time.monotonic_ns())
+                    self.live.beat(time.monotonic_ns() + int(delay * 1e9))
                     next_beat = 0.0
         finally:
             sock.close(0)
@@ -145,6 +146,7 @@ class WorkerLoop:
         self.ctrl_endpoint = f"inproc://worker-ctrl-{id(self)}"
         self.identity = b""
         self.registered = False
+        self._hello_at = 0.0  # monotonic time of the last hello not yet welcomed
         self.pending: deque[tuple[M.TaskDispatch, Envelope]] = deque()
         self._stopping = False
         self._busy = 0
@@ -164,13 +166,23 @@ class WorkerLoop:
             self._sock.close(0)
         self.identity = f"{self.name}-{os.urandom(3).hex()}".encode()
         self._sock = transport.dealer(
-            self.ctx, self.settings.back, identity=self.identity, linger_ms=2000
+            self.ctx, self.settings.back, identity=self.identity, linger_ms=1000
         )
         self._hello()
         return self._sock
 
+    def _rehello(self) -> None:
+        """The orchestrator says it does not know us. Say hello once: not again while
+        a hello is on its way (a heartbeat can overtake it, and every heartbeat until
+        the welcome gets the same answer)."""
+        window = self.settings.heartbeat_interval * self.settings.heartbeat_liveness
+        if self.registered or time.monotonic() - self._hello_at > window:
+            log.warning("orchestrator does not know us (restarted?): saying hello again")
+            self._hello()
+
     def _hello(self) -> None:
         self.registered = False
+        self._hello_at = time.monotonic()
         self.pending.clear()  # an orchestrator that forgot us forgot these dispatches too
         hello = M.WorkerHello(
             name=self.name,
@@ -208,19 +220,17 @@ class WorkerLoop:
         poller.register(sock, zmq.POLLIN)
         try:
             while not self._stopping:
-                if not self.pending and ctrl not in dict(poller.poll(poll_ms)):
-                    self._drain(sock)
-                    continue
-                if ctrl.poll(0, zmq.POLLIN):
+                if not self.pending:
+                    poller.poll(poll_ms)
+                if ctrl.poll(0, zmq.POLLIN):  # between tasks too: a stale queue is dropped
                     fresh = self._control(ctrl)
                     if fresh is not sock:
                         poller.unregister(sock)
                         poller.register(fresh, zmq.POLLIN)
                         sock = fresh
                 self._drain(sock)
-                while self.pending and not self._stopping:
+                if self.pending:
                     self._run_one(*self.pending.popleft())
-                    self._drain(sock)
             self._bye()
         finally:
             hb.halt.set()
@@ -233,18 +243,19 @@ class WorkerLoop:
         return 0
 
     def _control(self, ctrl: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
-        sock = self._sock
+        """Act on everything the heartbeat thread asked, collapsed: a reconnect says
+        hello on the fresh socket, and makes any re-hello asked with it moot."""
+        asked = set()
         while ctrl.poll(0, zmq.POLLIN):
-            what = ctrl.recv()
-            if what == CTRL_RECONNECT:
-                log.warning("reconnecting task channel")
-                sock = self._connect()
-            elif what == CTRL_REHELLO:
-                log.warning("orchestrator does not know us (restarted?): saying hello again")
-                self._hello()
-        if sock is None:
+            asked.add(ctrl.recv())
+        if CTRL_RECONNECT in asked:
+            log.warning("reconnecting task channel")
+            self._connect()
+        elif CTRL_REHELLO in asked:
+            self._rehello()
+        if self._sock is None:
             raise RuntimeError("task channel closed")
-        return sock
+        return self._sock
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
         while True:
@@ -273,13 +284,14 @@ class WorkerLoop:
                     self.pending.append((msg, env))
             elif type_ == "worker.welcome":
                 self.registered = True
+                self._hello_at = 0.0
                 log.info("registered with the orchestrator as %s", self.identity.decode())
             elif type_ == "task.cancel":
                 self._cancel(env)
             elif type_ == "error":
                 said = M.parse(type_, env.body)
                 if isinstance(said, M.Error) and said.code == E.WORKER_UNKNOWN:
-                    self._hello()
+                    self._rehello()
                 else:
                     log.warning("orchestrator says: %s", said)
             else:
