@@ -6,7 +6,8 @@
     WASM agent, 64 in flight, one client: once with a fresh instance per task
     (the isolation default) and once with instance reuse;
 (c) Ray's no-op ``@ray.remote`` task, 64 in flight (skipped when Ray is absent);
-plus p50/p99 latency with one task in flight for (a) and (b).
+plus p50/p99 latency with one task in flight for (a) and (b). Each throughput is
+the median of ``--repeat`` runs (3) inside this one run.
 Ratios: ``stack_vs_ray`` (fresh instances, as Ray gives no reuse either) and
 ``stack_vs_raw_zmq`` (reuse, the transport-bound case), both throughput ratios.
 """
@@ -45,7 +46,11 @@ def _echo_server(endpoint: str) -> None:
     ctx.term()
 
 
-def raw_zmq(count: int, window: int, folder: str) -> tuple[float, list[float]]:
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def raw_zmq(count: int, window: int, folder: str, repeat: int) -> tuple[float, list[float]]:
     endpoint = f"ipc://{folder}/echo.sock"
     server = mp.get_context("spawn").Process(target=_echo_server, args=(endpoint,), daemon=True)
     server.start()
@@ -65,15 +70,18 @@ def raw_zmq(count: int, window: int, folder: str) -> tuple[float, list[float]]:
 
     send(-1)
     recv()  # connected and warm
-    sent = done = 0
-    t0 = time.perf_counter()
-    while done < count:
-        while sent < count and sent - done < window:
-            send(sent)
-            sent += 1
-        recv()
-        done += 1
-    rate = count / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(repeat):
+        sent = done = 0
+        t0 = time.perf_counter()
+        while done < count:
+            while sent < count and sent - done < window:
+                send(sent)
+                sent += 1
+            recv()
+            done += 1
+        rates.append(count / (time.perf_counter() - t0))
+    rate = median(rates)
     lat = []
     for i in range(min(count, 2000)):
         t = time.perf_counter()
@@ -87,13 +95,14 @@ def raw_zmq(count: int, window: int, folder: str) -> tuple[float, list[float]]:
     return rate, lat
 
 
-def stack_run(client: Client, agent: Any, count: int, window: int) -> float:
-    client.run_many(
-        agent, range(min(count, 500)), window=window
-    )  # warm: module compiled and cached
-    t0 = time.perf_counter()
-    client.run_many(agent, range(count), window=window)
-    return count / (time.perf_counter() - t0)
+def stack_run(client: Client, agent: Any, count: int, window: int, repeat: int) -> float:
+    client.run_many(agent, range(500), window=window)  # warm: module compiled and cached
+    rates = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        client.run_many(agent, range(count), window=window)
+        rates.append(count / (time.perf_counter() - t0))
+    return median(rates)
 
 
 def stack_latency(client: Client, agent: Any, n: int) -> list[float]:
@@ -105,7 +114,7 @@ def stack_latency(client: Client, agent: Any, n: int) -> list[float]:
     return lat
 
 
-def ray_run(count: int, window: int) -> float | None:
+def ray_run(count: int, window: int, repeat: int) -> float | None:
     try:
         import ray
     except ImportError:
@@ -120,16 +129,19 @@ def ray_run(count: int, window: int) -> float | None:
             return x
 
         ray.get([noop.remote(i) for i in range(200)])  # workers started
-        t0 = time.perf_counter()
-        pending: list[Any] = []
-        sent = 0
-        while sent < count or pending:
-            while sent < count and len(pending) < window:
-                pending.append(noop.remote(sent))
-                sent += 1
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)
-        return count / (time.perf_counter() - t0)
+        rates = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            pending: list[Any] = []
+            sent = 0
+            while sent < count or pending:
+                while sent < count and len(pending) < window:
+                    pending.append(noop.remote(sent))
+                    sent += 1
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+            rates.append(count / (time.perf_counter() - t0))
+        return median(rates)
     finally:
         ray.shutdown()
 
@@ -140,28 +152,35 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--latency-samples", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each path; the median counts")
     ap.add_argument("--no-ray", action="store_true")
     a = ap.parse_args()
     import wasmtime
 
     noop = bytes(wasmtime.wat2wasm(NOOP_WAT.read_text()))
-    figures: dict[str, Any] = {"count": a.count, "window": a.window, "wasm_workers": a.workers}
+    figures: dict[str, Any] = {
+        "count": a.count, "window": a.window, "wasm_workers": a.workers, "repeat": a.repeat,
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="we-bench-") as folder:
-        raw_rate, raw_lat = raw_zmq(a.count, a.window, folder)
+        raw_rate, raw_lat = raw_zmq(a.count, a.window, folder, a.repeat)
     figures["raw_zmq_tasks_per_s"] = round(raw_rate)
     figures["raw_zmq_p50_us"] = round(percentile(raw_lat, 50), 1)
     figures["raw_zmq_p99_us"] = round(percentile(raw_lat, 99), 1)
     with LocalStack(a.workers) as stack, Client(stack.front) as client:
         fresh = client.put_agent(noop, name="noop")
         reuse = client.put_agent(noop, name="noop-reuse", reuse=True)
-        figures["stack_fresh_tasks_per_s"] = round(stack_run(client, fresh, a.count, a.window))
-        figures["stack_reuse_tasks_per_s"] = round(stack_run(client, reuse, a.count, a.window))
+        figures["stack_fresh_tasks_per_s"] = round(
+            stack_run(client, fresh, a.count, a.window, a.repeat)
+        )
+        figures["stack_reuse_tasks_per_s"] = round(
+            stack_run(client, reuse, a.count, a.window, a.repeat)
+        )
         lat = stack_latency(client, reuse, a.latency_samples)
         figures["stack_p50_us"] = round(percentile(lat, 50), 1)
         figures["stack_p99_us"] = round(percentile(lat, 99), 1)
         lat_fresh = stack_latency(client, fresh, a.latency_samples)
         figures["stack_fresh_p50_us"] = round(percentile(lat_fresh, 50), 1)
-    ray_rate = None if a.no_ray else ray_run(a.count, a.window)
+    ray_rate = None if a.no_ray else ray_run(a.count, a.window, a.repeat)
     figures["ray_tasks_per_s"] = round(ray_rate) if ray_rate else None
     ratios = {
         "stack_vs_raw_zmq": round(figures["stack_reuse_tasks_per_s"] / raw_rate, 3),

@@ -30,6 +30,7 @@ from .scheduler import BACK, FRONT, Scheduler
 log = logging.getLogger("orchestrator")
 
 DRAIN_MAX = 512  # messages per socket per round, so neither socket starves the other
+FLUSH_EVERY = 16  # send the outbox this often inside a drain: downstream starts sooner
 TICK_NS = 100_000_000
 SNAPSHOT_NS = 1_000_000_000
 
@@ -94,16 +95,14 @@ class Orchestrator:
                 self._publish_events()
 
     def _drain(self, sock: zmq.Socket[bytes], handle: Callable[[list[bytes]], None]) -> None:
-        for _ in range(DRAIN_MAX):
-            try:
-                frames = transport.recv(sock, transport.NOBLOCK)
-            except zmq.Again:
-                return
+        for i, frames in enumerate(transport.drain(sock, DRAIN_MAX), 1):
             try:
                 handle(frames)
             except Exception:  # a bug must not take the orchestrator down with it
                 log.exception("handler failed on a %d-frame message", len(frames))
                 self.scheduler.counters["handler_errors"] += 1
+            if i % FLUSH_EVERY == 0:
+                self._flush()
 
     def _flush(self) -> None:
         sched = self.scheduler

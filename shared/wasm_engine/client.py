@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -226,6 +227,19 @@ class Client:
             transport.send(self._sock, frames)
         return fut
 
+    def _burst(self, requests: list[tuple[str, str, list[bytes], str]]) -> list[TaskFuture]:
+        """Register and send several submits back to back: ZeroMQ's I/O thread is
+        woken once for the burst instead of once per message."""
+        futures = []
+        with self._lock:
+            for task_id, rid, frames, digest in requests:
+                fut = TaskFuture(self, task_id)
+                self._book.pending[rid] = _Pending(task_id, frames, digest, fut._set)
+                futures.append(fut)
+            for _, _, frames, _ in requests:
+                transport.send(self._sock, frames)
+        return futures
+
     def put_agent(
         self, module: bytes | bytearray | str | Path, *, name: str = "", reuse: bool = False
     ) -> AgentRef:
@@ -251,15 +265,9 @@ class Client:
     ) -> TaskFuture:
         """Queue one wasm task; ``deadline`` is seconds since the epoch."""
         task_id, rid, frames, digest = self._book.submit_frames(
-            agent,
-            input,
-            task_id=task_id,
-            limits={"fuel": fuel, "timeout": timeout, "memory": memory},
-            priority=priority,
-            seed=seed,
-            deadline=deadline,
-            trace=trace,
-        )
+            agent, input, task_id=task_id, priority=priority, seed=seed, deadline=deadline,
+            trace=trace, limits={"fuel": fuel, "timeout": timeout, "memory": memory},
+        )  # fmt: skip
         return self._request(rid, task_id, frames, digest)
 
     def run(self, agent: AgentRef | str, input: Any = None, **kw: Any) -> Result:
@@ -267,22 +275,40 @@ class Client:
         return self.submit(agent, input, **kw).result(self.timeout)
 
     def run_many(
-        self, agent: AgentRef | str, inputs: Iterable[Any], *, window: int = 64, **kw: Any
+        self,
+        agent: AgentRef | str,
+        inputs: Iterable[Any],
+        *,
+        window: int = 64,
+        fuel: int | None = None,
+        timeout: float | None = None,
+        memory: int | None = None,
+        priority: int = 0,
+        seed: int = 0,
     ) -> list[Result]:
         """Run one task per input with at most ``window`` in flight; results in input order."""
         futures: list[TaskFuture] = []
-        active: list[int] = [0]
+        active = [0]
+        limits = {"fuel": fuel, "timeout": timeout, "memory": memory}
 
         def finished(_: TaskFuture) -> None:
             active[0] -= 1
 
-        for data in inputs:
+        todo = iter(inputs)
+        while True:
+            batch = [
+                self._book.submit_frames(agent, data, task_id=None, limits=limits,
+                                         priority=priority, seed=seed, deadline=None, trace=None)
+                for data in itertools.islice(todo, window - active[0])
+            ]  # fmt: skip
+            if not batch:
+                break
+            for fut in self._burst(batch):
+                fut.callbacks.append(finished)
+                futures.append(fut)
+            active[0] += len(batch)
             while active[0] >= window:
                 self._pump(self.timeout)
-            fut = self.submit(agent, data, **kw)
-            fut.callbacks.append(finished)
-            active[0] += 1
-            futures.append(fut)
         return [f.result(self.timeout) for f in futures]
 
     def status(self) -> dict[str, Any]:

@@ -24,8 +24,9 @@ _send = _base.send
 _recv = _base.recv
 _get = _base.get
 _SNDMORE = int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 def _common(sock: zmq.Socket[bytes], linger_ms: int) -> None:
@@ -114,8 +115,28 @@ def send_to(sock: zmq.Socket[bytes], peer: bytes, frames: Sequence[bytes], flags
 
 
 def recv(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:
-    """Receive one whole message (raises ``zmq.Again`` with NOBLOCK when none)."""
-    frames: list[bytes] = [_recv(sock, int(flags))]
-    while _get(sock, _RCVMORE):
-        frames.append(_recv(sock))
+    """Receive one whole message (raises ``zmq.Again`` with NOBLOCK when none).
+
+    Frames come as ``zmq.Frame`` so that "more parts follow" is read from the
+    frame, not asked of the socket with a getsockopt per part."""
+    frame = _recv(sock, int(flags), False)
+    frames: list[bytes] = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, 0, False)
+        frames.append(frame.bytes)
     return frames
+
+
+def readable(sock: zmq.Socket[bytes]) -> bool:
+    """A whole message is waiting: ask the socket's state instead of paying for a
+    ``zmq.Again`` exception on the last, empty receive of every drain."""
+    events: int = _get(sock, _EVENTS)  # type: ignore[assignment]
+    return bool(events & _POLLIN)
+
+
+def drain(sock: zmq.Socket[bytes], limit: int = 1 << 30) -> list[list[bytes]]:
+    """Every message waiting now (at most ``limit``), without blocking."""
+    out: list[list[bytes]] = []
+    while len(out) < limit and readable(sock):
+        out.append(recv(sock))
+    return out

@@ -97,7 +97,7 @@ class _Heartbeat(threading.Thread):
                         self.live.liveness,
                         delay,
                     )
-                    transport.send(ctrl, [CTRL_RECONNECT])
+                    self._tell(ctrl, CTRL_RECONNECT)
                     sock.close(0)
                     sock = transport.dealer(ctx, self.loop.settings.back)
                     self.live.beat(time.monotonic_ns() + int(delay * 1e9))
@@ -105,6 +105,10 @@ class _Heartbeat(threading.Thread):
         finally:
             sock.close(0)
             ctrl.close(0)
+
+    def _tell(self, ctrl: zmq.Socket[bytes], what: bytes) -> None:
+        transport.send(ctrl, [what])
+        self.loop.ctrl_waiting = True  # after the send: the main thread then finds it
 
     def _beat(self, sock: zmq.Socket[bytes]) -> None:
         body = M.WorkerHeartbeat(self.loop.identity.decode(), self.loop.inflight()).pack()
@@ -131,7 +135,7 @@ class _Heartbeat(threading.Thread):
             if env.header.type == "error":
                 msg = M.parse("error", env.body)
                 if isinstance(msg, M.Error) and msg.code == E.WORKER_UNKNOWN:
-                    transport.send(ctrl, [CTRL_REHELLO])
+                    self._tell(ctrl, CTRL_REHELLO)
 
 
 class WorkerLoop:
@@ -152,6 +156,9 @@ class WorkerLoop:
         self._busy = 0
         self.completed = 0
         self._sock: zmq.Socket[bytes] | None = None
+        self._out: list[list[bytes]] = []  # replies not sent yet (see _flush)
+        self.ctrl_waiting = False  # set by the heartbeat thread: a plain flag, no syscall per task
+        self.burst = 32  # most replies held back while more tasks wait
 
     def inflight(self) -> int:
         return len(self.pending) + self._busy
@@ -197,8 +204,15 @@ class WorkerLoop:
         self._send(make_header("worker.hello", sender=self.name), hello.pack())
 
     def _send(self, header: Header, body: bytes, blobs: list[bytes] | None = None) -> None:
+        self._out.append(encode(header, body, blobs or ()))
+
+    def _flush(self) -> None:
+        """Send what the tasks answered, in one burst: ZeroMQ wakes the I/O thread
+        once per burst, not once per message."""
+        out, self._out = self._out, []
         if self._sock is not None:
-            transport.send(self._sock, encode(header, body, blobs or ()))
+            for frames in out:
+                transport.send(self._sock, frames)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
@@ -219,19 +233,28 @@ class WorkerLoop:
         poller.register(ctrl, zmq.POLLIN)
         poller.register(sock, zmq.POLLIN)
         try:
+            since_drain = 0
             while not self._stopping:
                 if not self.pending:
+                    self._flush()
                     poller.poll(poll_ms)
-                if ctrl.poll(0, zmq.POLLIN):  # between tasks too: a stale queue is dropped
+                elif len(self._out) >= self.burst:
+                    self._flush()
+                if self.ctrl_waiting:  # between tasks too: a stale queue is dropped
+                    self.ctrl_waiting = False
                     fresh = self._control(ctrl)
                     if fresh is not sock:
                         poller.unregister(sock)
                         poller.register(fresh, zmq.POLLIN)
                         sock = fresh
-                self._drain(sock)
+                if not self.pending or since_drain >= 8:  # new dispatches and cancels
+                    self._drain(sock)
+                    since_drain = 0
                 if self.pending:
                     self._run_one(*self.pending.popleft())
+                    since_drain += 1
             self._bye()
+            self._flush()
         finally:
             hb.halt.set()
             hb.join(timeout=5)
@@ -246,8 +269,8 @@ class WorkerLoop:
         """Act on everything the heartbeat thread asked, collapsed: a reconnect says
         hello on the fresh socket, and makes any re-hello asked with it moot."""
         asked = set()
-        while ctrl.poll(0, zmq.POLLIN):
-            asked.add(ctrl.recv())
+        for what, *_ in transport.drain(ctrl):
+            asked.add(what)
         if CTRL_RECONNECT in asked:
             log.warning("reconnecting task channel")
             self._connect()
@@ -258,11 +281,7 @@ class WorkerLoop:
         return self._sock
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
-        while True:
-            try:
-                frames = transport.recv(sock, transport.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in transport.drain(sock):
             try:
                 env = decode(frames)
             except EnvelopeError as err:
