@@ -30,6 +30,7 @@ from wasm_engine.benchmark import percentile, report
 from wasm_engine.local import LocalStack
 
 NOOP_WAT = Path(__file__).resolve().parent.parent / "agents" / "wat" / "noop.wat"
+CUSTOM_SECTION = b"\x00\x06\x05reuse"  # section id 0 (custom), 6 bytes: name "reuse"
 
 
 def _echo_server(endpoint: str) -> None:
@@ -168,7 +169,9 @@ def main() -> None:
     figures["raw_zmq_p99_us"] = round(percentile(raw_lat, 99), 1)
     with LocalStack(a.workers) as stack, Client(stack.front) as client:
         fresh = client.put_agent(noop, name="noop")
-        reuse = client.put_agent(noop, name="noop-reuse", reuse=True)
+        # the same code as another agent: instance reuse is declared per agent (module
+        # bytes), so the reuse variant carries a custom section to get its own digest
+        reuse = client.put_agent(noop + CUSTOM_SECTION, name="noop-reuse", reuse=True)
         figures["stack_fresh_tasks_per_s"] = round(
             stack_run(client, fresh, a.count, a.window, a.repeat)
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from wasm_engine.errors import PROTO_BAD_FIELD, TASK_OVERLOADED, WasmEngineError
+from wasm_engine.errors import AGENT_CONFLICT, PROTO_BAD_FIELD, TASK_OVERLOADED, WasmEngineError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,14 @@ class AgentStore:
                 detail={"field": "digest"},
             )
         known = self._agents.get(digest)
-        if known is not None and known.reuse == reuse:
+        if known is not None:
+            if known.reuse != reuse:  # reuse is part of what the agent is: never flip it
+                raise WasmEngineError(
+                    AGENT_CONFLICT,
+                    f"agent {digest} is stored with reuse={known.reuse}; "
+                    "the same module with the other setting is another agent: change its bytes",
+                    detail={"digest": digest, "reuse": known.reuse},
+                )
             return known
         if known is None and self.used + len(module) > self.max_bytes:
             raise WasmEngineError(
@@ -48,8 +55,7 @@ class AgentStore:
                 retryable=False,
             )
         agent = StoredAgent(digest, name, reuse, module)
-        if known is None:
-            self.used += len(module)
+        self.used += len(module)
         self._agents[digest] = agent
         return agent
 

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = command("bench", "run a benchmark (or 'all')", [], 0.0)
     bn.add_argument("name")
     bn.add_argument("--json", action="store_true")
-    bn.add_argument("args", nargs=argparse.REMAINDER, help="passed to the bench script")
+    bn.add_argument("args", nargs="*", help="after --: passed to the bench script")
     bn.set_defaults(fn=cmd_bench)
     return p
 

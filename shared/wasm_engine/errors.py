@@ -27,6 +27,8 @@ TASK_CANCELLED: Final = "task.cancelled"
 TASK_NOT_FOUND: Final = "task.not_found"
 # -- workers -------------------------------------------------------------------
 WORKER_UNKNOWN: Final = "worker.unknown"  # a worker message before hello: say hello again
+# -- agents --------------------------------------------------------------------
+AGENT_CONFLICT: Final = "agent.conflict"  # a module put again with another reuse setting
 # -- wasm ----------------------------------------------------------------------
 WASM_OUT_OF_FUEL: Final = "wasm.out_of_fuel"
 WASM_MEMORY_LIMIT: Final = "wasm.memory_limit"

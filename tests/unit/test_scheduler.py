@@ -265,6 +265,20 @@ def test_agent_put_is_answered_with_agent_stored() -> None:
     assert harness.sched.snapshot(harness.now)["orchestrator"]["agents"] == 1
 
 
+def test_the_same_module_with_the_other_reuse_setting_is_a_conflict() -> None:
+    harness = Harness()
+    harness.put_agent(reuse=False)
+    assert harness.put_agent(reuse=False).msg == M.AgentStored(DIGEST, len(MODULE))  # idempotent
+    header = make_header("agent.put", sender="test-client")
+    msg = M.parse("agent.put", M.AgentPut(DIGEST, "agent", True).pack())
+    assert isinstance(msg, M.AgentPut)
+    harness.sched.agent_put(CLIENT_A, header, msg, [MODULE])
+    err = only(harness.take(), "error")
+    assert (err.msg.code, err.header.parent) == (E.AGENT_CONFLICT, header.id)
+    assert harness.sched.agents.get(DIGEST).reuse is False  # unchanged
+    assert harness.sched.agents.used == len(MODULE)
+
+
 def test_submit_dispatches_with_the_module_only_on_the_first_dispatch_to_each_worker(
     h: Harness,
 ) -> None:
