@@ -2,7 +2,7 @@
 # need is installed here, idempotently: uv into .tools/, the locked workspace
 # into .venv/ (uv sync --frozen), the compose plugin into .docker-config/.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy

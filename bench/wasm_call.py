@@ -13,7 +13,6 @@ high-level API (on-demand memory), for comparison inside one run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import wasmtime
 
+from wasm_engine.benchmark import report
 from wasm_worker.runtime import Limits, WasmRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,11 @@ def main() -> None:
     hl_fresh, hl_reuse = _highlevel(wasm, limits)
     result["highlevel_fresh_us"] = _per_call_us(hl_fresh, args.n // 4, args.repeats)
     result["highlevel_reuse_us"] = _per_call_us(hl_reuse, args.n // 4, args.repeats)
-    print(json.dumps(result))
+    ratios = {
+        "highlevel_vs_capi_fresh": round(result["highlevel_fresh_us"] / result["fresh_us"], 2),
+        "highlevel_vs_capi_reuse": round(result["highlevel_reuse_us"] / result["reuse_us"], 2),
+    }
+    report("wasm-call", result, ratios)
 
 
 if __name__ == "__main__":

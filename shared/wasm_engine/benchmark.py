@@ -10,6 +10,7 @@ the scripts (environment description, percentiles, the report) live here too.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -59,12 +60,9 @@ def environment() -> dict[str, Any]:
         "msgpack": ".".join(map(str, msgpack.version)),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    try:
-        import wasmtime
-
-        env["wasmtime"] = getattr(wasmtime, "__version__", "?")
-    except ImportError:
-        pass
+    for dist in ("wasmtime", "ray"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            env[dist] = importlib.metadata.version(dist)
     with contextlib.suppress(OSError):
         env["load_avg"] = os.getloadavg()
     return env

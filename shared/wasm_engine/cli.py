@@ -8,10 +8,12 @@ Every option is also an environment variable of the same name
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +199,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Every ``--some-option`` of every command defaults to ``$WASM_ENGINE_SOME_OPTION``
+    when set (settings are already read by ``config``; this covers the rest, such as
+    ``run --fuel``). A flag on the command line still wins."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                env_defaults(sub, env)
+            continue
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if not long or action.dest in _SETTING_NAMES or isinstance(action, argparse._HelpAction):
+            continue
+        raw = env.get(config.ENV_PREFIX + long[0][2:].replace("-", "_").upper())
+        if raw is None or raw == "":
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            action.default = raw.strip().lower() in {"1", "true", "yes", "on"}
+            continue
+        try:
+            action.default = action.type(raw) if callable(action.type) else raw
+        except ValueError:
+            name = config.ENV_PREFIX + long[0][2:].replace("-", "_").upper()
+            kind = getattr(action.type, "__name__", "value")
+            raise ValueError(f"{name}={raw!r} is not a valid {kind}") from None
+
+
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(config.Settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        env_defaults(parser, os.environ)
+        args = parser.parse_args(argv)
+    except ValueError as exc:  # a bad value in the environment
+        sys.stderr.write(f"wasm-engine: {exc}\n")
+        return 2
     try:
         settings = config.from_args(args)
     except ValueError as exc:
