@@ -1,57 +1,41 @@
-"""The Python SDK: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+"""The blocking Python SDK: :class:`Client` and the :class:`TaskFuture` it returns.
 
-Both speak to the orchestrator's front socket through one DEALER. ``submit``
+It speaks to the orchestrator's front socket through one DEALER. ``submit``
 returns a future at once; results are matched to it by the reply's ``parent``
 (the submit's header id). Any failure raises :class:`WasmEngineError` carrying
 the error body (``code``, ``message``, ``retryable``, ``detail``).
 
-The blocking client has no background thread: whoever waits on a future pumps
-the socket (under a lock) and resolves every future whose reply arrives, so
-many tasks in flight cost no thread hand-offs. The submit/reply bookkeeping
-both clients share lives in :class:`_Book`.
+The client has no background thread: whoever waits on a future pumps the
+socket (under a lock) and resolves every future whose reply arrives, so many
+tasks in flight cost no thread hand-offs. The submit/reply bookkeeping it
+shares with the asyncio client lives in :class:`wasm_engine.requests.Book`.
+``AgentRef``, ``Result`` and ``AsyncClient`` (:mod:`wasm_engine.aclient`) are
+re-exported here, where they were first defined.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import itertools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from . import errors as E
 from . import messages as M
 from . import transport
-from .codec import packb
+from .aclient import AsyncClient
 from .config import from_env
-from .envelope import EnvelopeError, decode, encode
+from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
+from .requests import AgentRef, Book, Pending, Result, module_bytes
 
-
-@dataclass(frozen=True)
-class AgentRef:
-    """A module stored in the orchestrator, named by its content digest."""
-
-    digest: str
-    name: str = ""
-    reuse: bool = False
-
-
-@dataclass
-class Result:
-    task_id: str
-    output: Any
-    stats: dict[str, Any]
-    trace: str | None = None
+__all__ = ["AgentRef", "AsyncClient", "Client", "Result", "TaskFuture"]
 
 
 class TaskFuture:
@@ -87,115 +71,6 @@ class TaskFuture:
         return self._result
 
 
-@dataclass
-class _Pending:
-    task_id: str
-    frames: list[bytes]
-    agent: str | None
-    resolve: Callable[[Result | None, WasmEngineError | None], None]
-    retried: bool = False
-
-
-@dataclass
-class _Book:
-    """Builds requests and matches replies; shared by both clients, no I/O."""
-
-    name: str
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    # digest -> (module, name, reuse), to put a module again when the orchestrator lost it
-    modules: dict[str, tuple[bytes, str, bool]] = field(default_factory=dict)
-    reput_at: dict[str, float] = field(default_factory=dict)  # digest -> last re-put
-
-    def agent_frames(self, module: bytes, name: str, reuse: bool) -> tuple[str, str, list[bytes]]:
-        digest = "sha256:" + hashlib.sha256(module).hexdigest()
-        self.modules[digest] = (module, name, reuse)
-        header = make_header("agent.put", sender=self.name)
-        return digest, header.id, encode(header, M.AgentPut(digest, name, reuse).pack(), [module])
-
-    def submit_frames(
-        self,
-        agent: AgentRef | str,
-        data: Any,
-        *,
-        task_id: str | None,
-        limits: dict[str, Any],
-        priority: int,
-        seed: int,
-        deadline: float | None,
-        trace: str | None,
-    ) -> tuple[str, str, list[bytes], str]:
-        digest = agent.digest if isinstance(agent, AgentRef) else agent
-        task_id = task_id or os.urandom(12).hex()
-        body = M.TaskSubmit(
-            task_id=task_id,
-            kind="wasm",
-            agent=digest,
-            input=packb(data),
-            priority=priority,
-            seed=seed,
-            limits={k: v for k, v in limits.items() if v is not None},
-        ).pack()
-        deadline_ns = int(deadline * 1e9) if deadline is not None else None
-        header = make_header(
-            "task.submit", sender=self.name, trace=trace or task_id, deadline=deadline_ns
-        )
-        return task_id, header.id, encode(header, body), digest
-
-    def on_reply(self, frames: list[bytes]) -> list[list[bytes]] | None:
-        """Resolve the future a reply belongs to; returns frames to send again when
-        the orchestrator lost our module (it restarted): put it, then resubmit."""
-        try:
-            env = decode(frames)
-        except EnvelopeError:
-            return None  # nothing to attribute it to; the future times out
-        pending = self.pending.get(env.header.parent or "")
-        if pending is None:
-            return None
-        type_ = env.header.type
-        if type_ in ("task.ack", "task.event"):
-            return None
-        del self.pending[env.header.parent or ""]
-        try:
-            msg = M.parse(type_, env.body)
-        except WasmEngineError as err:
-            pending.resolve(None, err)
-            return None
-        if isinstance(msg, M.TaskResult):
-            pending.resolve(Result(msg.task_id, msg.output, msg.stats, env.header.trace), None)
-        elif isinstance(msg, M.Error):
-            failure = WasmEngineError.from_body(msg.to_body())
-            module = self.modules.get(pending.agent or "")
-            if failure.code == E.WASM_AGENT_MISSING and module is not None and not pending.retried:
-                pending.retried = True
-                self.pending[env.header.parent or ""] = pending
-                if time.monotonic() - self.reput_at.get(pending.agent or "", -1e9) < 1.0:
-                    return [pending.frames]  # re-put already on its way, ahead of this
-                self.reput_at[pending.agent or ""] = time.monotonic()
-                _, _, put = self.agent_frames(*module)
-                return [put, pending.frames]  # messages to send, in order
-            pending.resolve(None, failure)
-        else:  # status, agent.stored: the value is the parsed message
-            pending.resolve(Result(pending.task_id, msg, {}, env.header.trace), None)
-        return None
-
-
-def _module_bytes(module: bytes | bytearray | str | Path, name: str) -> tuple[bytes, str]:
-    """Module bytes from bytes or a path; a ``.wat`` text file is compiled here
-    (with wasmtime, when installed), since workers take binary modules only."""
-    if isinstance(module, bytes | bytearray):
-        return bytes(module), name
-    path = Path(module)
-    if path.suffix == ".wat":
-        try:
-            from wasmtime import wat2wasm
-        except ImportError:
-            raise WasmEngineError(
-                E.WASM_BAD_MODULE, "compiling .wat needs the wasmtime package"
-            ) from None
-        return bytes(wat2wasm(path.read_text())), name or path.stem
-    return path.read_bytes(), name or path.stem
-
-
 class Client:
     """Blocking client. ``with Client() as c: c.run(c.put_agent("a.wasm"), {"x": 1})``."""
 
@@ -204,7 +79,7 @@ class Client:
         self.timeout = timeout
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = transport.dealer(self._ctx, self.front)
-        self._book = _Book(name=f"client-{os.getpid()}")
+        self._book = Book(name=f"client-{os.getpid()}")
         self._lock = threading.RLock()
 
     def __enter__(self) -> Client:
@@ -223,7 +98,7 @@ class Client:
     ) -> TaskFuture:
         fut = TaskFuture(self, task_id)
         with self._lock:
-            self._book.pending[request_id] = _Pending(task_id, frames, agent, fut._set)
+            self._book.pending[request_id] = Pending(task_id, frames, agent, fut._set)
             transport.send(self._sock, frames)
         return fut
 
@@ -234,7 +109,7 @@ class Client:
         with self._lock:
             for task_id, rid, frames, digest in requests:
                 fut = TaskFuture(self, task_id)
-                self._book.pending[rid] = _Pending(task_id, frames, digest, fut._set)
+                self._book.pending[rid] = Pending(task_id, frames, digest, fut._set)
                 futures.append(fut)
             for _, _, frames, _ in requests:
                 transport.send(self._sock, frames)
@@ -244,7 +119,7 @@ class Client:
         self, module: bytes | bytearray | str | Path, *, name: str = "", reuse: bool = False
     ) -> AgentRef:
         """Store a module (bytes or a ``.wasm`` path) in the orchestrator; idempotent."""
-        module, name = _module_bytes(module, name)
+        module, name = module_bytes(module, name)
         digest, rid, frames = self._book.agent_frames(module, name, reuse)
         self._request(rid, digest, frames).result(self.timeout)
         return AgentRef(digest, name, reuse)
@@ -347,102 +222,3 @@ class Client:
                     return
                 for message in self._book.on_reply(frames) or ():
                     transport.send(sock, message)
-
-
-class AsyncClient:
-    """asyncio client: ``await client.run(agent, input)``; one reader task per client."""
-
-    def __init__(self, front: str | None = None, *, timeout: float = 60.0) -> None:
-        self.front = front or from_env().front
-        self.timeout = timeout
-        self._ctx = zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(self.front)
-        self._book = _Book(name=f"aclient-{os.getpid()}")
-        self._reader: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        self._sock.close(0)
-        self._ctx.term()
-
-    async def _read(self) -> None:
-        while True:
-            frames = await self._sock.recv_multipart()
-            for message in self._book.on_reply(frames) or ():
-                await self._sock.send_multipart(message)
-
-    async def _request(
-        self, rid: str, task_id: str, frames: list[bytes], agent: str | None = None
-    ) -> asyncio.Future[Result]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Result] = loop.create_future()
-
-        def resolve(result: Result | None, error: WasmEngineError | None) -> None:
-            if not fut.done():
-                fut.set_exception(error) if error is not None else fut.set_result(result)  # type: ignore[arg-type]
-
-        self._book.pending[rid] = _Pending(task_id, frames, agent, resolve)
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read())
-        await self._sock.send_multipart(frames)
-        return fut
-
-    async def _wait(self, fut: asyncio.Future[Result], what: str) -> Result:
-        try:
-            return await asyncio.wait_for(fut, self.timeout)
-        except TimeoutError:
-            raise WasmEngineError(
-                E.CLIENT_TIMEOUT, f"no answer for {what} in {self.timeout}s"
-            ) from None
-
-    async def put_agent(
-        self, module: bytes | bytearray | str | Path, *, name: str = "", reuse: bool = False
-    ) -> AgentRef:
-        module, name = _module_bytes(module, name)
-        digest, rid, frames = self._book.agent_frames(module, name, reuse)
-        await self._wait(await self._request(rid, digest, frames), "agent.put")
-        return AgentRef(digest, name, reuse)
-
-    async def submit(
-        self,
-        agent: AgentRef | str,
-        input: Any = None,
-        *,
-        task_id: str | None = None,
-        fuel: int | None = None,
-        timeout: float | None = None,
-        memory: int | None = None,
-        priority: int = 0,
-        seed: int = 0,
-        deadline: float | None = None,
-        trace: str | None = None,
-    ) -> asyncio.Future[Result]:
-        task_id, rid, frames, digest = self._book.submit_frames(
-            agent,
-            input,
-            task_id=task_id,
-            limits={"fuel": fuel, "timeout": timeout, "memory": memory},
-            priority=priority,
-            seed=seed,
-            deadline=deadline,
-            trace=trace,
-        )
-        return await self._request(rid, task_id, frames, digest)
-
-    async def run(self, agent: AgentRef | str, input: Any = None, **kw: Any) -> Result:
-        return await self._wait(await self.submit(agent, input, **kw), "task")
-
-    async def status(self) -> dict[str, Any]:
-        header = make_header("status.get", sender=self._book.name)
-        fut = await self._request(header.id, "status", encode(header, M.StatusGet().pack()))
-        msg = (await self._wait(fut, "status.get")).output
-        return msg.to_body() if isinstance(msg, M.Message) else dict(msg)

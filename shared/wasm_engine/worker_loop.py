@@ -1,15 +1,14 @@
-"""The worker skeleton both worker kinds run: hello, credits, heartbeats, reconnect.
+"""The worker skeleton both worker kinds run: hello, credits, tasks, reconnect.
 
 Two channels to the orchestrator's back socket, as Jupyter kernels keep a
 heartbeat channel apart from their shell channel:
-- the *task channel* (a DEALER owned by the main thread) carries hello, dispatches,
-  results and bye; tasks run on the main thread, one after another;
-- the *heartbeat channel* (a DEALER owned by :class:`_Heartbeat`'s thread) sends
-  ``worker.heartbeat`` every interval naming the task channel, so a worker busy
-  in a long task stays alive, and watches the echoes: a silent orchestrator
-  (interval × liveness) means reconnect on a fresh socket (Paranoid Pirate), a
-  ``worker.unknown`` answer (the orchestrator restarted) means say hello again.
-The heartbeat thread tells the main thread through an inproc PAIR socket.
+- the *task channel* (a DEALER owned by the main thread, here in
+  :class:`WorkerLoop`) carries hello, dispatches, results and bye; tasks run on
+  the main thread, one after another;
+- the *heartbeat channel* (a DEALER owned by the thread of
+  :class:`wasm_engine.heartbeat.HeartbeatThread`) keeps the worker alive and
+  watches the orchestrator; it asks this loop to reconnect or to say hello again
+  through an inproc PAIR socket, which the loop acts on between tasks.
 
 SIGTERM (via :meth:`WorkerLoop.stop`): the task running finishes and its result
 is sent; tasks received but not started are handed back in ``worker.bye``.
@@ -17,11 +16,9 @@ is sent; tasks received but not started are handed back in ``worker.bye``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket as pysocket
-import threading
 import time
 from collections import deque
 from typing import Protocol
@@ -34,11 +31,12 @@ from . import transport
 from .config import Settings
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .errors import WasmEngineError
-from .liveness import Backoff, Liveness
+from .heartbeat import CTRL_RECONNECT, CTRL_REHELLO, HeartbeatThread
 from .protocol import Header, make_header
 
+__all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "TaskHandler", "WorkerLoop"]
+
 log = logging.getLogger("wasm_engine.worker")
-CTRL_REHELLO, CTRL_RECONNECT = b"rehello", b"reconnect"
 
 
 class TaskHandler(Protocol):
@@ -59,83 +57,6 @@ class TaskHandler(Protocol):
         """Run one task; blob 0 of ``env`` is the submit body. Raise
         :class:`WasmEngineError` for a typed failure."""
         ...
-
-
-class _Heartbeat(threading.Thread):
-    def __init__(self, loop: WorkerLoop) -> None:
-        super().__init__(name="heartbeat", daemon=True)
-        self.loop = loop
-        self.halt = threading.Event()
-        s = loop.settings
-        self.interval = s.heartbeat_interval
-        self.live = Liveness(
-            int(s.heartbeat_interval * 1e9), s.heartbeat_liveness, time.monotonic_ns()
-        )
-        self.backoff = Backoff(initial_s=s.heartbeat_interval, cap_s=30.0)
-
-    def run(self) -> None:
-        ctx = self.loop.ctx
-        ctrl = ctx.socket(zmq.PAIR)
-        ctrl.connect(self.loop.ctrl_endpoint)
-        sock = transport.dealer(ctx, self.loop.settings.back)
-        next_beat = 0.0
-        try:
-            while not self.halt.is_set():
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._beat(sock)
-                    next_beat = now + self.interval
-                if sock.poll(max(1, int((next_beat - time.monotonic()) * 1000)), zmq.POLLIN):
-                    self._answer(sock, ctrl)
-                if self.live.expired(time.monotonic_ns()):
-                    # Paranoid Pirate: fresh sockets now, and keep beating on them; the
-                    # backoff only postpones the next "silent" verdict, so a worker that
-                    # registers with a restarted orchestrator is never seen silent.
-                    delay = self.backoff.next_delay()
-                    log.warning(
-                        "orchestrator silent for %d heartbeats: reconnecting (next check +%.1fs)",
-                        self.live.liveness,
-                        delay,
-                    )
-                    self._tell(ctrl, CTRL_RECONNECT)
-                    sock.close(0)
-                    sock = transport.dealer(ctx, self.loop.settings.back)
-                    self.live.beat(time.monotonic_ns() + int(delay * 1e9))
-                    next_beat = 0.0
-        finally:
-            sock.close(0)
-            ctrl.close(0)
-
-    def _tell(self, ctrl: zmq.Socket[bytes], what: bytes) -> None:
-        transport.send(ctrl, [what])
-        self.loop.ctrl_waiting = True  # after the send: the main thread then finds it
-
-    def _beat(self, sock: zmq.Socket[bytes]) -> None:
-        body = M.WorkerHeartbeat(self.loop.identity.decode(), self.loop.inflight()).pack()
-        with contextlib.suppress(zmq.Again):  # not connected yet: liveness handles silence
-            transport.send(
-                sock,
-                encode(make_header("worker.heartbeat", sender=self.loop.name), body),
-                transport.NOBLOCK,
-            )
-
-    def _answer(self, sock: zmq.Socket[bytes], ctrl: zmq.Socket[bytes]) -> None:
-        while True:
-            try:
-                frames = transport.recv(sock, transport.NOBLOCK)
-            except zmq.Again:
-                return
-            self.live.beat(time.monotonic_ns())
-            self.backoff.reset()
-            try:
-                env = decode(frames)
-            except EnvelopeError as err:
-                log.warning("bad frame on heartbeat channel: %s", err)
-                continue
-            if env.header.type == "error":
-                msg = M.parse("error", env.body)
-                if isinstance(msg, M.Error) and msg.code == E.WORKER_UNKNOWN:
-                    self._tell(ctrl, CTRL_REHELLO)
 
 
 class WorkerLoop:
@@ -219,7 +140,7 @@ class WorkerLoop:
         ctrl = self.ctx.socket(zmq.PAIR)
         ctrl.bind(self.ctrl_endpoint)
         sock = self._connect()
-        hb = _Heartbeat(self)
+        hb = HeartbeatThread(self)
         hb.start()
         log.info(
             "worker %s (%s) connecting to %s with %d credits",

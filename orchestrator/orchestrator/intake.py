@@ -1,0 +1,166 @@
+"""Client requests: what the front socket asks of the scheduler.
+
+Owns ``task.submit`` (a new task queued, acked when asked; a duplicate answered
+from its stored reply or added to its waiters, another body under the same
+``task_id`` refused as ``task.conflict``; a passed deadline, a missing agent or
+a full queue refused), ``task.cancel``, ``agent.put`` and ``status.get``.
+Part of the :class:`~orchestrator.scheduler.Scheduler`, and as pure as it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING
+
+from wasm_engine import errors as E
+from wasm_engine.errors import WasmEngineError
+from wasm_engine.messages import AgentPut, AgentStored, Status, TaskAck, TaskSubmit
+from wasm_engine.protocol import Header, make_header
+
+from .outbox import FRONT
+from .tasks import State, Task, TaskQueue
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+
+class Intake:
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self._seq = itertools.count()
+
+    def submit(self, peer: bytes, header: Header, body: bytes, msg: TaskSubmit, now: int) -> None:
+        s = self.sched
+        s.counters["submitted"] += 1
+        known = s.tasks.get(msg.task_id)
+        if known is not None:
+            self._duplicate(known, peer, header, body, msg, now)
+            return
+        deadline = header.deadline
+        if deadline is not None and deadline <= now:
+            s.error(
+                FRONT,
+                peer,
+                header.id,
+                WasmEngineError(E.TASK_DEADLINE, "deadline already passed"),
+                header.trace,
+            )
+            return
+        agent = None
+        if msg.kind == "wasm":
+            agent = msg.agent
+            if agent is None or s.agents.get(agent) is None:
+                err = WasmEngineError(
+                    E.WASM_AGENT_MISSING, f"agent {agent} not stored: send agent.put first"
+                )
+                s.error(FRONT, peer, header.id, err, header.trace)
+                return
+        key = "wasm" if msg.kind == "wasm" else str(msg.model)
+        queue = s.queues.get(key)
+        if queue is None:
+            queue = s.queues[key] = TaskQueue(s.settings.queue_limit)
+        if queue.full():
+            s.counters["overloaded"] += 1
+            s.event(
+                "task.rejected",
+                now,
+                task_id=msg.task_id,
+                trace=header.trace,
+                code=E.TASK_OVERLOADED,
+            )
+            err = WasmEngineError(
+                E.TASK_OVERLOADED,
+                f"queue {key!r} is full ({queue.limit} tasks)",
+                detail={"queue": key, "depth": queue.depth},
+            )
+            s.error(FRONT, peer, header.id, err, header.trace)
+            return
+        task = Task(
+            msg.task_id,
+            msg.kind,
+            key,
+            agent,
+            msg.priority,
+            body,
+            peer,
+            header.id,
+            header.trace,
+            deadline,
+            now,
+            seq=next(self._seq),
+            queued_at=now,
+        )
+        s.tasks[task.task_id] = task
+        queue.push(task)
+        if deadline is not None:
+            heapq.heappush(s.deadlines, (deadline, task.seq, task))
+        s.event(
+            "task.queued",
+            now,
+            task_id=task.task_id,
+            trace=task.trace,
+            queue=key,
+            priority=task.priority,
+            parent=header.parent,
+        )
+        if msg.ack:
+            self._ack(task, peer, header.id, "queued")
+        s.pump(now)
+
+    def _ack(self, task: Task, peer: bytes, parent: str, state: str) -> None:
+        s = self.sched
+        header = make_header("task.ack", parent=parent, trace=task.trace, sender=s.name)
+        s.send(FRONT, peer, header, TaskAck(task.task_id, state).pack())
+
+    def _duplicate(
+        self, task: Task, peer: bytes, header: Header, body: bytes, msg: TaskSubmit, now: int
+    ) -> None:
+        s = self.sched
+        s.counters["duplicates"] += 1
+        if body != task.body:
+            err = WasmEngineError(
+                E.TASK_CONFLICT, f"task_id {task.task_id!r} was submitted with another body"
+            )
+            s.error(FRONT, peer, header.id, err, header.trace)
+            return
+        if task.reply is not None:
+            s.deliver(task, task.reply, peer, header.id)
+            return
+        task.waiters.append((peer, header.id))
+        if msg.ack:
+            self._ack(task, peer, header.id, "duplicate")
+
+    def cancel(self, peer: bytes, header: Header, task_id: str, now: int) -> None:
+        s = self.sched
+        task = s.tasks.get(task_id)
+        if task is None or task.state is State.DONE:
+            s.error(
+                FRONT,
+                peer,
+                header.id,
+                WasmEngineError(E.TASK_NOT_FOUND, f"no running task {task_id!r}"),
+            )
+            return
+        s.end(task, WasmEngineError(E.TASK_CANCELLED, "cancelled by the client"), now)
+
+    def agent_put(self, peer: bytes, header: Header, msg: AgentPut, blobs: list[bytes]) -> None:
+        s = self.sched
+        if len(blobs) != 1:
+            err = WasmEngineError(
+                E.PROTO_BAD_FIELD, "agent.put carries the module as exactly one blob"
+            )
+            s.error(FRONT, peer, header.id, err)
+            return
+        try:
+            stored = s.agents.put(msg.digest, msg.name, msg.reuse, blobs[0])
+        except WasmEngineError as err:
+            s.error(FRONT, peer, header.id, err)
+            return
+        reply = make_header("agent.stored", parent=header.id, sender=s.name)
+        s.send(FRONT, peer, reply, AgentStored(stored.digest, len(stored.module)).pack())
+
+    def status(self, peer: bytes, header: Header, now: int) -> None:
+        s = self.sched
+        reply = make_header("status", parent=header.id, sender=s.name)
+        s.send(FRONT, peer, reply, Status(**s.snapshot(now)).pack())

@@ -1,0 +1,153 @@
+"""The SDK's request bookkeeping, shared by both clients and free of I/O.
+
+Owns what a request is and how its reply is matched: :class:`AgentRef` and
+:class:`Result` (what callers get back), :class:`Pending` (one request awaiting
+its reply), :class:`Book` (builds ``agent.put`` / ``task.submit`` frames and
+resolves each reply by its ``parent``, putting a lost module again once) and
+:func:`module_bytes` (module bytes from bytes or a path). The clients own the
+sockets: :mod:`wasm_engine.client` (blocking) and :mod:`wasm_engine.aclient`
+(asyncio).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import errors as E
+from . import messages as M
+from .codec import packb
+from .envelope import EnvelopeError, decode, encode
+from .errors import WasmEngineError
+from .protocol import make_header
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    """A module stored in the orchestrator, named by its content digest."""
+
+    digest: str
+    name: str = ""
+    reuse: bool = False
+
+
+@dataclass
+class Result:
+    task_id: str
+    output: Any
+    stats: dict[str, Any]
+    trace: str | None = None
+
+
+@dataclass
+class Pending:
+    task_id: str
+    frames: list[bytes]
+    agent: str | None
+    resolve: Callable[[Result | None, WasmEngineError | None], None]
+    retried: bool = False
+
+
+@dataclass
+class Book:
+    """Builds requests and matches replies; shared by both clients, no I/O."""
+
+    name: str
+    pending: dict[str, Pending] = field(default_factory=dict)
+    # digest -> (module, name, reuse), to put a module again when the orchestrator lost it
+    modules: dict[str, tuple[bytes, str, bool]] = field(default_factory=dict)
+    reput_at: dict[str, float] = field(default_factory=dict)  # digest -> last re-put
+
+    def agent_frames(self, module: bytes, name: str, reuse: bool) -> tuple[str, str, list[bytes]]:
+        digest = "sha256:" + hashlib.sha256(module).hexdigest()
+        self.modules[digest] = (module, name, reuse)
+        header = make_header("agent.put", sender=self.name)
+        return digest, header.id, encode(header, M.AgentPut(digest, name, reuse).pack(), [module])
+
+    def submit_frames(
+        self,
+        agent: AgentRef | str,
+        data: Any,
+        *,
+        task_id: str | None,
+        limits: dict[str, Any],
+        priority: int,
+        seed: int,
+        deadline: float | None,
+        trace: str | None,
+    ) -> tuple[str, str, list[bytes], str]:
+        digest = agent.digest if isinstance(agent, AgentRef) else agent
+        task_id = task_id or os.urandom(12).hex()
+        body = M.TaskSubmit(
+            task_id=task_id,
+            kind="wasm",
+            agent=digest,
+            input=packb(data),
+            priority=priority,
+            seed=seed,
+            limits={k: v for k, v in limits.items() if v is not None},
+        ).pack()
+        deadline_ns = int(deadline * 1e9) if deadline is not None else None
+        header = make_header(
+            "task.submit", sender=self.name, trace=trace or task_id, deadline=deadline_ns
+        )
+        return task_id, header.id, encode(header, body), digest
+
+    def on_reply(self, frames: list[bytes]) -> list[list[bytes]] | None:
+        """Resolve the future a reply belongs to; returns frames to send again when
+        the orchestrator lost our module (it restarted): put it, then resubmit."""
+        try:
+            env = decode(frames)
+        except EnvelopeError:
+            return None  # nothing to attribute it to; the future times out
+        pending = self.pending.get(env.header.parent or "")
+        if pending is None:
+            return None
+        type_ = env.header.type
+        if type_ in ("task.ack", "task.event"):
+            return None
+        del self.pending[env.header.parent or ""]
+        try:
+            msg = M.parse(type_, env.body)
+        except WasmEngineError as err:
+            pending.resolve(None, err)
+            return None
+        if isinstance(msg, M.TaskResult):
+            pending.resolve(Result(msg.task_id, msg.output, msg.stats, env.header.trace), None)
+        elif isinstance(msg, M.Error):
+            failure = WasmEngineError.from_body(msg.to_body())
+            module = self.modules.get(pending.agent or "")
+            if failure.code == E.WASM_AGENT_MISSING and module is not None and not pending.retried:
+                pending.retried = True
+                self.pending[env.header.parent or ""] = pending
+                if time.monotonic() - self.reput_at.get(pending.agent or "", -1e9) < 1.0:
+                    return [pending.frames]  # re-put already on its way, ahead of this
+                self.reput_at[pending.agent or ""] = time.monotonic()
+                _, _, put = self.agent_frames(*module)
+                return [put, pending.frames]  # messages to send, in order
+            pending.resolve(None, failure)
+        else:  # status, agent.stored: the value is the parsed message
+            pending.resolve(Result(pending.task_id, msg, {}, env.header.trace), None)
+        return None
+
+
+def module_bytes(module: bytes | bytearray | str | Path, name: str) -> tuple[bytes, str]:
+    """Module bytes from bytes or a path; a ``.wat`` text file is compiled here
+    (with wasmtime, when installed), since workers take binary modules only."""
+    if isinstance(module, bytes | bytearray):
+        return bytes(module), name
+    path = Path(module)
+    if path.suffix == ".wat":
+        try:
+            from wasmtime import wat2wasm
+        except ImportError:
+            raise WasmEngineError(
+                E.WASM_BAD_MODULE, "compiling .wat needs the wasmtime package"
+            ) from None
+        return bytes(wat2wasm(path.read_text())), name or path.stem
+    return path.read_bytes(), name or path.stem
