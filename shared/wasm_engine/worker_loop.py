@@ -37,6 +37,9 @@ from .protocol import Header, make_header
 __all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "TaskHandler", "WorkerLoop"]
 
 log = logging.getLogger("wasm_engine.worker")
+# Replies are held for a burst only while the next task is one that usually takes
+# less than this: a reply never waits behind a task known to be slow, or new.
+HOLD_US = 200.0
 
 
 class TaskHandler(Protocol):
@@ -80,6 +83,7 @@ class WorkerLoop:
         self._out: list[list[bytes]] = []  # replies not sent yet (see _flush)
         self.ctrl_waiting = False  # set by the heartbeat thread: a plain flag, no syscall per task
         self.burst = 32  # most replies held back while more tasks wait
+        self.usual_us: dict[str, float] = {}  # agent -> moving average of its run time
 
     def inflight(self) -> int:
         return len(self.pending) + self._busy
@@ -172,7 +176,10 @@ class WorkerLoop:
                     self._drain(sock)
                     since_drain = 0
                 if self.pending:
-                    self._run_one(*self.pending.popleft())
+                    dispatch, env = self.pending.popleft()
+                    if self._out and self.usual_us.get(dispatch.agent or "", HOLD_US) >= HOLD_US:
+                        self._flush()  # the next task is slow or unknown: answer the others first
+                    self._run_one(dispatch, env)
                     since_drain += 1
             self._bye()
             self._flush()
@@ -270,6 +277,9 @@ class WorkerLoop:
         finally:
             self._busy = 0
             self.completed += 1
+            took = (time.perf_counter_ns() - t0) / 1000
+            key = dispatch.agent or ""
+            self.usual_us[key] = 0.8 * self.usual_us.get(key, took) + 0.2 * took
 
     def _reply(self, env: Envelope, type_: str, body: bytes) -> None:
         header = make_header(type_, parent=env.header.id, trace=env.header.trace, sender=self.name)

@@ -170,3 +170,23 @@ def test_status_snapshot(stack: Settings) -> None:
     assert worker["kind"] == "wasm" and worker["credits"] == 4 and worker["completed"] == 1
     assert status["queues"]["wasm"] == {"depth": 0, "limit": 10_000}
     assert status["counters"]["submitted"] == 1
+
+
+def test_a_reply_does_not_wait_behind_a_slow_task(stack: Settings) -> None:
+    """Replies leave in bursts, but never held while the worker runs a slow task."""
+    with Client(stack.front) as client:
+        echo = client.put_agent(wasm("echo"))
+        loop = client.put_agent(wasm("loop"))
+        with pytest.raises(WasmEngineError):  # the worker learns that loop is slow
+            client.run(loop, None, timeout=0.2, fuel=10**15)
+        client.run(echo, "warm")
+        t0 = time.monotonic()
+        fast = client.submit(echo, "fast")
+        slow = client.submit(loop, None, timeout=1.5, fuel=10**15)
+        assert fast.result(10).output == "fast"
+        fast_s = time.monotonic() - t0
+        with pytest.raises(WasmEngineError):
+            slow.result(10)
+        slow_s = time.monotonic() - t0
+    assert slow_s >= 1.4  # they really ran back to back on the one worker
+    assert fast_s < 1.0, f"the fast reply waited {fast_s:.2f}s behind the slow task"
