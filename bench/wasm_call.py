@@ -1,11 +1,14 @@
 """Micro-benchmark: per-call cost of the no-op agent through WasmRuntime.
 
 Prints JSON {"fresh_us", "reuse_us", "ondemand_fresh_us", "ondemand_reuse_us",
-"highlevel_fresh_us", "highlevel_reuse_us", "pool_instances"}: medians over
-repeats of the mean per-call time. ``ondemand_*`` is the same C-API path without
-wasmtime's pooling allocator; ``highlevel_*`` is the same ABI round (instantiate,
-alloc, write input, handle, read output, read fuel) through wasmtime-py's
-high-level API (on-demand memory), for comparison inside one run.
+"hostcalls_fresh_us", "hostcalls_reuse_us", "highlevel_fresh_us",
+"highlevel_reuse_us", "pool_instances"}: medians over repeats of the mean
+per-call time. ``ondemand_*`` is the same C-API path without wasmtime's pooling
+allocator; ``hostcalls_*`` is ``agents/wat/hostcalls.wat`` (six host calls per
+call: log, three emits, now, random of 16 bytes; pooled); ``highlevel_*`` is the
+same ABI round as the no-op (instantiate, alloc, write input, handle, read
+output, read fuel) through wasmtime-py's high-level API (on-demand memory), for
+comparison inside one run.
 
     .venv/bin/python bench/wasm_call.py [--n 20000] [--repeats 5]
 """
@@ -71,12 +74,20 @@ def _highlevel(wasm: bytes, limits: Limits) -> tuple[Callable[[], bytes], Callab
     return (lambda: round_(*new())), (lambda: round_(*kept))
 
 
+def _wasm(name: str) -> bytes:
+    return bytes(wasmtime.wat2wasm((ROOT / f"agents/wat/{name}.wat").read_text()))
+
+
+def _discard(_: bytes) -> None:
+    pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    wasm = bytes(wasmtime.wat2wasm((ROOT / "agents/wat/noop.wat").read_text()))
+    wasm = _wasm("noop")
     limits = Limits()
     result: dict[str, float | int] = {}
     for prefix, pool in [("", 128), ("ondemand_", 0)]:
@@ -89,6 +100,11 @@ def main() -> None:
             )
             result |= {f"{prefix}fresh_us": fresh, f"{prefix}reuse_us": reuse}
             result.setdefault("pool_instances", rt.pool_instances)
+            if pool:
+                host = rt.load(_wasm("hostcalls"))
+                for mode, reuse_ in (("fresh", False), ("reuse", True)):
+                    call = partial(host.call, DATA, limits, reuse=reuse_, emit=_discard)
+                    result[f"hostcalls_{mode}_us"] = _per_call_us(call, args.n, args.repeats)
         finally:
             rt.close()
     hl_fresh, hl_reuse = _highlevel(wasm, limits)

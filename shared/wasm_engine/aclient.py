@@ -3,7 +3,9 @@
 It speaks to the orchestrator's front socket through one DEALER, read by one
 reader task per client; ``submit`` returns an :class:`asyncio.Future` at once,
 resolved by the reply's ``parent`` (the submit's header id). Any failure raises
-:class:`WasmEngineError`. The submit/reply bookkeeping it shares with the
+:class:`WasmEngineError`. ``submit(..., on_event=f)`` calls ``f(value)`` for
+each value the task streams (``task.event``), in order, from the reader task and
+before the future resolves: ``f`` must not block. The submit/reply bookkeeping it shares with the
 blocking :class:`wasm_engine.client.Client` lives in
 :class:`wasm_engine.requests.Book`.
 """
@@ -24,7 +26,7 @@ from .config import from_env
 from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
-from .requests import AgentRef, Book, Pending, Result, module_bytes
+from .requests import AgentRef, Book, OnEvent, Pending, Result, module_bytes
 
 
 class AsyncClient:
@@ -59,7 +61,12 @@ class AsyncClient:
                 await self._sock.send_multipart(message)
 
     async def _request(
-        self, rid: str, task_id: str, frames: list[bytes], agent: str | None = None
+        self,
+        rid: str,
+        task_id: str,
+        frames: list[bytes],
+        agent: str | None = None,
+        on_event: OnEvent | None = None,
     ) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Result] = loop.create_future()
@@ -68,7 +75,7 @@ class AsyncClient:
             if not fut.done():
                 fut.set_exception(error) if error is not None else fut.set_result(result)  # type: ignore[arg-type]
 
-        self._book.pending[rid] = Pending(task_id, frames, agent, resolve)
+        self._book.pending[rid] = Pending(task_id, frames, agent, resolve, on_event=on_event)
         if self._reader is None:
             self._reader = asyncio.create_task(self._read())
         await self._sock.send_multipart(frames)
@@ -103,7 +110,9 @@ class AsyncClient:
         seed: int = 0,
         deadline: float | None = None,
         trace: str | None = None,
+        on_event: OnEvent | None = None,
     ) -> asyncio.Future[Result]:
+        """Queue one wasm task (as :meth:`Client.submit`); await the future for its result."""
         task_id, rid, frames, digest = self._book.submit_frames(
             agent,
             input,
@@ -114,7 +123,7 @@ class AsyncClient:
             deadline=deadline,
             trace=trace,
         )
-        return await self._request(rid, task_id, frames, digest)
+        return await self._request(rid, task_id, frames, digest, on_event)
 
     async def run(self, agent: AgentRef | str, input: Any = None, **kw: Any) -> Result:
         return await self._wait(await self.submit(agent, input, **kw), "task")

@@ -7,7 +7,9 @@ the error body (``code``, ``message``, ``retryable``, ``detail``).
 
 The client has no background thread: whoever waits on a future pumps the
 socket (under a lock) and resolves every future whose reply arrives, so many
-tasks in flight cost no thread hand-offs. The submit/reply bookkeeping it
+tasks in flight cost no thread hand-offs. ``submit(..., on_event=f)`` calls
+``f(value)`` for each value the task streams (``task.event``), in order and
+before its future resolves, on the thread that pumps. The submit/reply bookkeeping it
 shares with the asyncio client lives in :class:`wasm_engine.requests.Book`.
 ``AgentRef``, ``Result`` and ``AsyncClient`` (:mod:`wasm_engine.aclient`) are
 re-exported here, where they were first defined.
@@ -33,7 +35,7 @@ from .config import from_env
 from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
-from .requests import AgentRef, Book, Pending, Result, module_bytes
+from .requests import AgentRef, Book, OnEvent, Pending, Result, module_bytes
 
 __all__ = ["AgentRef", "AsyncClient", "Client", "Result", "TaskFuture"]
 
@@ -94,11 +96,17 @@ class Client:
 
     # ------------------------------------------------------------------ requests
     def _request(
-        self, request_id: str, task_id: str, frames: list[bytes], agent: str | None = None
+        self,
+        request_id: str,
+        task_id: str,
+        frames: list[bytes],
+        agent: str | None = None,
+        on_event: OnEvent | None = None,
     ) -> TaskFuture:
         fut = TaskFuture(self, task_id)
         with self._lock:
-            self._book.pending[request_id] = Pending(task_id, frames, agent, fut._set)
+            pending = Pending(task_id, frames, agent, fut._set, on_event=on_event)
+            self._book.pending[request_id] = pending
             transport.send(self._sock, frames)
         return fut
 
@@ -137,16 +145,19 @@ class Client:
         seed: int = 0,
         deadline: float | None = None,
         trace: str | None = None,
+        on_event: OnEvent | None = None,
     ) -> TaskFuture:
-        """Queue one wasm task; ``deadline`` is seconds since the epoch."""
+        """Queue one wasm task; ``deadline`` is seconds since the epoch; ``seed``
+        seeds the agent's ``we.random``; ``on_event`` gets each value the agent
+        emits, in order, before the result (called while this client pumps)."""
         task_id, rid, frames, digest = self._book.submit_frames(
             agent, input, task_id=task_id, priority=priority, seed=seed, deadline=deadline,
             trace=trace, limits={"fuel": fuel, "timeout": timeout, "memory": memory},
         )  # fmt: skip
-        return self._request(rid, task_id, frames, digest)
+        return self._request(rid, task_id, frames, digest, on_event)
 
     def run(self, agent: AgentRef | str, input: Any = None, **kw: Any) -> Result:
-        """Submit and wait for the result."""
+        """Submit and wait for the result (``on_event`` and the rest as in :meth:`submit`)."""
         return self.submit(agent, input, **kw).result(self.timeout)
 
     def run_many(

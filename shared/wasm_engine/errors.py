@@ -37,6 +37,7 @@ WASM_BAD_MODULE: Final = "wasm.bad_module"
 WASM_BAD_OUTPUT: Final = "wasm.bad_output"
 WASM_OUTPUT_TOO_LARGE: Final = "wasm.output_too_large"
 WASM_AGENT_MISSING: Final = "wasm.agent_missing"
+WASM_CAPABILITY_DENIED: Final = "wasm.capability_denied"  # a host call not granted / not built
 # -- inference / shm (reserved for the tensor and inference planes) -----------
 INFER_MODEL_MISSING: Final = "infer.model_missing"
 INFER_DEVICE_UNAVAILABLE: Final = "infer.device_unavailable"

@@ -3,7 +3,8 @@
 Owns what a request is and how its reply is matched: :class:`AgentRef` and
 :class:`Result` (what callers get back), :class:`Pending` (one request awaiting
 its reply), :class:`Book` (builds ``agent.put`` / ``task.submit`` frames and
-resolves each reply by its ``parent``, putting a lost module again once) and
+resolves each reply by its ``parent``, putting a lost module again once, and
+hands each ``task.event`` to the request's ``on_event``) and
 :func:`module_bytes` (module bytes from bytes or a path). The clients own the
 sockets: :mod:`wasm_engine.client` (blocking) and :mod:`wasm_engine.aclient`
 (asyncio).
@@ -12,6 +13,7 @@ sockets: :mod:`wasm_engine.client` (blocking) and :mod:`wasm_engine.aclient`
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +27,10 @@ from .codec import packb
 from .envelope import EnvelopeError, decode, encode
 from .errors import WasmEngineError
 from .protocol import make_header
+
+log = logging.getLogger("wasm_engine.client")
+#: Called with the decoded value of each event of a task, in order.
+OnEvent = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Pending:
     agent: str | None
     resolve: Callable[[Result | None, WasmEngineError | None], None]
     retried: bool = False
+    on_event: OnEvent | None = None
+    next_seq: int = 0  # events below it were delivered (a retried attempt replays them)
 
 
 @dataclass
@@ -109,7 +117,10 @@ class Book:
         if pending is None:
             return None
         type_ = env.header.type
-        if type_ in ("task.ack", "task.event"):
+        if type_ == "task.event":
+            self._event(pending, env.body)
+            return None
+        if type_ == "task.ack":
             return None
         del self.pending[env.header.parent or ""]
         try:
@@ -134,6 +145,25 @@ class Book:
         else:  # status, agent.stored: the value is the parsed message
             pending.resolve(Result(pending.task_id, msg, {}, env.header.trace), None)
         return None
+
+    @staticmethod
+    def _event(pending: Pending, body: bytes) -> None:
+        """Deliver one event, once per ``seq``: an attempt run again after its worker
+        was lost emits from seq 0 again, and those already delivered are skipped."""
+        if pending.on_event is None:
+            return
+        try:
+            event = M.parse("task.event", body)
+        except WasmEngineError as err:
+            log.warning("task %s: dropped a malformed task.event: %s", pending.task_id, err)
+            return
+        if not isinstance(event, M.TaskEvent) or event.seq < pending.next_seq:
+            return
+        pending.next_seq = event.seq + 1
+        try:
+            pending.on_event(event.data)
+        except Exception:  # the caller's bug: the task and the other requests go on
+            log.exception("task %s: on_event raised on event %d", pending.task_id, event.seq)
 
 
 def module_bytes(module: bytes | bytearray | str | Path, name: str) -> tuple[bytes, str]:

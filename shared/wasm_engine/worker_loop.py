@@ -12,6 +12,10 @@ heartbeat channel apart from their shell channel:
 
 SIGTERM (via :meth:`WorkerLoop.stop`): the task running finishes and its result
 is sent; tasks received but not started are handed back in ``worker.bye``.
+
+A running task streams through the ``emit`` the loop hands its handler: each
+call sends one ``task.event`` (``seq`` 0, 1, 2 … per attempt) at once, ahead of
+the task's result on the same channel.
 """
 
 from __future__ import annotations
@@ -21,45 +25,26 @@ import os
 import socket as pysocket
 import time
 from collections import deque
-from typing import Protocol
 
 import zmq
 
 from . import errors as E
 from . import messages as M
 from . import transport
+from .codec import packb
 from .config import Settings
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .errors import WasmEngineError
 from .heartbeat import CTRL_RECONNECT, CTRL_REHELLO, HeartbeatThread
 from .protocol import Header, make_header
+from .tasks import Emit, TaskHandler
 
-__all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "TaskHandler", "WorkerLoop"]
+__all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "Emit", "TaskHandler", "WorkerLoop"]
 
 log = logging.getLogger("wasm_engine.worker")
 # Replies are held for a burst only while the next task is one that usually takes
 # less than this: a reply never waits behind a task known to be slow, or new.
 HOLD_US = 200.0
-
-
-class TaskHandler(Protocol):
-    """What a worker kind plugs into the loop."""
-
-    kind: str  # wasm | inference
-    device: str
-
-    def capabilities(self) -> list[str]: ...
-
-    def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
-        """Called when a dispatch arrives, before it is queued: keep what must
-        outlive the task (a module blob), or raise :class:`WasmEngineError` to
-        refuse it at once."""
-        ...
-
-    def run(self, dispatch: M.TaskDispatch, env: Envelope) -> M.TaskResult:
-        """Run one task; blob 0 of ``env`` is the submit body. Raise
-        :class:`WasmEngineError` for a typed failure."""
-        ...
 
 
 class WorkerLoop:
@@ -84,6 +69,8 @@ class WorkerLoop:
         self.ctrl_waiting = False  # set by the heartbeat thread: a plain flag, no syscall per task
         self.burst = 32  # most replies held back while more tasks wait
         self.usual_us: dict[str, float] = {}  # agent -> moving average of its run time
+        self._running: tuple[M.TaskDispatch, Envelope] | None = None  # whose events emit sends
+        self._seq = 0
 
     def inflight(self) -> int:
         return len(self.pending) + self._busy
@@ -255,9 +242,10 @@ class WorkerLoop:
 
     def _run_one(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
         self._busy = 1
+        self._running, self._seq = (dispatch, env), 0
         t0 = time.perf_counter_ns()
         try:
-            result = self.handler.run(dispatch, env)
+            result = self.handler.run(dispatch, env, self._emit)
             stats = result.stats
             stats["run_us"] = (time.perf_counter_ns() - t0) // 1000
             stats["queue_us"] = dispatch.queued_us
@@ -275,11 +263,21 @@ class WorkerLoop:
             )
             self._reply(env, "error", M.Error(**bug.to_body()).pack())
         finally:
-            self._busy = 0
+            self._busy, self._running = 0, None
             self.completed += 1
             took = (time.perf_counter_ns() - t0) / 1000
             key = dispatch.agent or ""
             self.usual_us[key] = 0.8 * self.usual_us.get(key, took) + 0.2 * took
+
+    def _emit(self, data: bytes) -> None:
+        """The running task's next ``task.event``, sent now (with what was held)."""
+        if self._running is None:
+            raise RuntimeError("emit outside of a running task")
+        dispatch, env = self._running
+        head = packb({"task_id": dispatch.task_id, "seq": self._seq})  # a fixmap of 2
+        self._seq += 1
+        self._reply(env, "task.event", b"\x83" + head[1:] + b"\xa4data" + data)
+        self._flush()
 
     def _reply(self, env: Envelope, type_: str, body: bytes) -> None:
         header = make_header(type_, parent=env.header.id, trace=env.header.trace, sender=self.name)

@@ -18,6 +18,7 @@ import wasmtime
 from orchestrator.service import Orchestrator
 from wasm_engine import AsyncClient, Client, WasmEngineError
 from wasm_engine import errors as E
+from wasm_engine.client import Result
 from wasm_engine.config import Settings
 from wasm_engine.worker_loop import WorkerLoop
 from wasm_worker.handler import WasmHandler
@@ -190,3 +191,61 @@ def test_a_reply_does_not_wait_behind_a_slow_task(stack: Settings) -> None:
         slow_s = time.monotonic() - t0
     assert slow_s >= 1.4  # they really ran back to back on the one worker
     assert fast_s < 1.0, f"the fast reply waited {fast_s:.2f}s behind the slow task"
+
+
+def test_events_stream_in_order_before_the_result(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        agent = client.put_agent(wasm("hostcalls"))
+        seen: list[tuple[object, bool]] = []
+        fut = client.submit(agent, None, seed=11, on_event=lambda v: seen.append((v, fut.done())))
+        result = fut.result(10)
+        assert seen == [({"step": k}, False) for k in range(3)]
+        assert result.stats["events"] == 3
+        random16, emitted = result.output
+        assert len(random16) == 16 and emitted == [0, 0, 0]
+        # same agent, input and seed: the same bytes and fuel, events again
+        again: list[object] = []
+        second = client.run(agent, None, seed=11, on_event=again.append)
+        assert (
+            second.output == result.output
+            and second.stats["fuel_used"] == result.stats["fuel_used"]
+        )
+        assert again == [{"step": k} for k in range(3)]
+        assert client.run(agent, None, seed=12).output[0] != random16
+
+
+def test_host_call_failures_are_typed_and_the_worker_serves_on(stack: Settings) -> None:
+    with Client(stack.front) as client:
+        spawner = client.put_agent(wasm("spawner"))
+        for _ in range(2):  # the module reached the worker once; the answer stays the same
+            with pytest.raises(WasmEngineError) as exc:
+                client.run(spawner, None)
+            assert exc.value.code == E.WASM_CAPABILITY_DENIED
+            assert exc.value.detail["imports"] == ["we.spawn"]
+        badhost = client.put_agent(wasm("badhost"))
+        with pytest.raises(WasmEngineError) as exc:
+            client.run(badhost, 0)
+        assert exc.value.code == E.WASM_TRAP and exc.value.detail["trap"] == "host_bad_pointer"
+        events: list[object] = []
+        client.run(client.put_agent(wasm("hostcalls")), None, on_event=events.append)
+        assert len(events) == 3
+
+
+def test_async_client_events(stack: Settings) -> None:
+    async def main() -> tuple[list[tuple[object, bool]], Result, Result]:
+        async with AsyncClient(stack.front) as client:
+            agent = await client.put_agent(wasm("hostcalls"))
+            seen: list[tuple[object, bool]] = []
+            futures: list[asyncio.Future[Result]] = []
+
+            def on_event(value: object) -> None:  # the future is not resolved yet
+                seen.append((value, any(f.done() for f in futures)))
+
+            futures.append(await client.submit(agent, None, seed=5, on_event=on_event))
+            first = await futures[0]
+            return seen, first, await client.run(agent, None, seed=5)
+
+    seen, first, second = asyncio.run(main())
+    assert seen == [({"step": k}, False) for k in range(3)]
+    assert first.output[1] == [0, 0, 0] and first.stats["events"] == 3
+    assert second.output == first.output  # same seed, same bytes

@@ -215,7 +215,7 @@ def test_oversized_module_rejected() -> None:
 
 def test_unknown_import_rejected(rt: WasmRuntime) -> None:
     err = bad_module(rt, wasm("imports"))
-    assert "we.spawn" in err.message and err.detail["imports"] == ["we.spawn"]
+    assert "we.open" in err.message and err.detail["imports"] == ["we.open"]
     wasi = '(module (import "wasi_snapshot_preview1" "fd_write" (func)))'
     assert "wasi_snapshot_preview1.fd_write" in bad_module(rt, wat2wasm(wasi)).message
 

@@ -80,6 +80,19 @@ trap_delete = _fn("wasm_trap_delete", None, _P)
 error_message = _fn("wasmtime_error_message", None, _P, _P)
 error_delete = _fn("wasmtime_error_delete", None, _P)
 byte_vec_delete = _fn("wasm_byte_vec_delete", None, _P)
+# host functions (module ``we``): defined once on the runtime's linker
+linker_define_func_unchecked = _fn(
+    "wasmtime_linker_define_func_unchecked", _P, _P, _P, c_size_t, _P, c_size_t, _P, _P, _P, _P
+)
+caller_context = _fn("wasmtime_caller_context", _P, _P)
+caller_export_get = _fn("wasmtime_caller_export_get", c_bool, _P, _P, c_size_t, _P)
+context_get_data = _fn("wasmtime_context_get_data", _P, _P)
+trap_new = _fn("wasmtime_trap_new", _P, _P, c_size_t)
+
+#: ``wasmtime_func_unchecked_callback_t``: (env, caller, args_and_results, n) ->
+#: a ``wasm_trap_t *`` (0: returned normally). Params are read from, and results
+#: written to, the same ``ValRaw`` slots.
+UncheckedCallback = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_size_t)
 
 
 #: Per-table element cap (pool slots and StoreLimits); a funcref slot is 8 bytes.
@@ -161,6 +174,7 @@ class Slot:
 
     def __init__(self) -> None:
         self.store = self.ctx = self.base = self.size = 0  # size: a lower bound (never shrinks)
+        self.key = id(self)  # the store's data: host calls find their task by it
         self.mem_cap = -1
         self.inst = Instance()
         self.ext = (Extern * 3)()

@@ -4,7 +4,10 @@ Owns the worker's table of loaded agents (filled from the module blob the
 orchestrator attaches to the first dispatch of each digest) and the mapping of
 a submit's ``limits`` onto :class:`Limits`, capped by this worker's maximums.
 The output the guest returns must be one msgpack value; it is spliced into the
-result body as is, so the client decodes it without a second envelope.
+result body as is, so the client decodes it without a second envelope. The
+submit's ``seed`` seeds ``we.random``; ``we.emit`` values go to the loop's
+``emit`` (each becomes a ``task.event``). A module that failed to load keeps
+its error: later tasks naming it get the same one (its bytes were sent once).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from wasm_engine import messages as M
 from wasm_engine.codec import packb
 from wasm_engine.envelope import Envelope
 from wasm_engine.errors import WasmEngineError
+from wasm_engine.tasks import Emit
 
 from .runtime import Agent, Limits, WasmRuntime
 
@@ -57,6 +61,7 @@ class WasmHandler:
         self.limits = limits or WorkerLimits()
         self.agents: dict[str, Agent] = {}
         self.modules: dict[str, bytes] = {}  # received, not compiled yet
+        self.refused: dict[str, WasmEngineError] = {}  # digest -> why it did not load
 
     def capabilities(self) -> list[str]:
         return ["wasm"]
@@ -71,14 +76,23 @@ class WasmHandler:
         found = self.agents.get(digest)
         if found is not None:
             return found
+        refused = self.refused.get(digest)
+        if refused is not None:
+            raise WasmEngineError(refused.code, refused.message, detail=dict(refused.detail))
         module = self.modules.pop(digest, None)
         if module is None:
             raise WasmEngineError(
                 E.WASM_AGENT_MISSING, f"agent {digest} was never sent to this worker"
             )
-        agent = self.runtime.load(module)
-        if agent.digest != digest:
-            raise WasmEngineError(E.WASM_BAD_MODULE, f"module digest {agent.digest} != {digest}")
+        try:
+            agent = self.runtime.load(module)
+            if agent.digest != digest:
+                msg = f"module digest {agent.digest} != {digest}"
+                raise WasmEngineError(E.WASM_BAD_MODULE, msg)
+        except WasmEngineError as err:
+            if err.code in (E.WASM_BAD_MODULE, E.WASM_CAPABILITY_DENIED):
+                self.refused[digest] = err
+            raise
         self.agents[digest] = agent
         return agent
 
@@ -93,9 +107,15 @@ class WasmHandler:
             timeout_s=timeout,
             memory_bytes=min(int(asked.get("memory", mine.memory_bytes)), mine.max_memory_bytes),
             max_output=mine.max_output,
+            seed=submit.seed,
         )
 
-    def run(self, dispatch: M.TaskDispatch, env: Envelope) -> M.TaskResult:
+    def run(
+        self,
+        dispatch: M.TaskDispatch,
+        env: Envelope,
+        emit: Emit | None = None,
+    ) -> M.TaskResult:
         if not env.blobs:
             raise WasmEngineError(E.PROTO_BAD_FIELD, "task.dispatch without the submit body blob")
         submit = M.parse("task.submit", env.blobs[0])
@@ -104,7 +124,7 @@ class WasmHandler:
         agent = self._agent(dispatch.agent or "")
         limits = self.task_limits(submit, env.header.deadline)
         data = submit.input if isinstance(submit.input, bytes) else NIL
-        result = agent.call(data, limits, reuse=dispatch.reuse)
+        result = agent.call(data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit)
         output = result.output or NIL
         try:
             msgpack.unpackb(output, max_ext_len=0, strict_map_key=False)
@@ -115,4 +135,8 @@ class WasmHandler:
                 detail={"size": len(output)},
             ) from None
         stats = {"fuel_used": result.fuel_used, "wasm_us": result.run_ns // 1000}
+        if result.events:
+            stats["events"] = result.events
+        if result.log_dropped:
+            stats["log_dropped"] = result.log_dropped
         return RawResult(dispatch.task_id, output, stats)

@@ -1,0 +1,39 @@
+"""What a worker kind plugs into :class:`wasm_engine.worker_loop.WorkerLoop`.
+
+:class:`TaskHandler` runs tasks; :data:`Emit` is how a running task streams:
+the loop hands one to each ``run`` and sends each value as a ``task.event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from . import messages as M
+from .envelope import Envelope
+
+__all__ = ["Emit", "TaskHandler"]
+
+#: Sends one msgpack value (its bytes, spliced as they are) as the running task's next event.
+Emit = Callable[[bytes], None]
+
+
+class TaskHandler(Protocol):
+    """What a worker kind plugs into the loop."""
+
+    kind: str  # wasm | inference
+    device: str
+
+    def capabilities(self) -> list[str]: ...
+
+    def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        """Called when a dispatch arrives, before it is queued: keep what must
+        outlive the task (a module blob), or raise :class:`WasmEngineError` to
+        refuse it at once."""
+        ...
+
+    def run(self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit) -> M.TaskResult:
+        """Run one task; blob 0 of ``env`` is the submit body. ``emit`` streams a
+        ``task.event`` (one msgpack value, checked by the handler) while it runs.
+        Raise :class:`WasmEngineError` for a typed failure."""
+        ...

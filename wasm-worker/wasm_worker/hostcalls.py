@@ -1,0 +1,258 @@
+"""The host calls of agent ABI v1, module ``we``: ``log``, ``emit``, ``now``, ``random``.
+
+They are defined once on the runtime's linker through wasmtime's C API
+(``wasmtime_linker_define_func_unchecked`` with ctypes callbacks); a module that
+imports none of them never reaches this code. A callback finds its task through
+the data of the store it runs in (the :class:`~wasm_worker.capi.Slot` key, see
+:class:`HostCalls`), never through a process-wide global, so an error is charged
+to the store that raised it. A failing host call records a
+:class:`WasmEngineError` on its :class:`TaskHost` and returns a trap; the
+runtime reports that error once the call unwinds.
+
+Guest pointers and lengths are masked ``& 0xFFFFFFFF`` and checked against the
+memory's current size, in Python ints, before any byte is touched. Fuel does
+not meter host work, so each call is bounded by a per-task cap instead:
+log bytes, emitted events and bytes, random bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import wasmtime
+
+from wasm_engine import errors as E
+from wasm_engine.errors import WasmEngineError
+from wasm_engine.tasks import Emit
+from wasm_worker import capi
+
+if TYPE_CHECKING:
+    from .agent import Limits
+
+log = logging.getLogger("wasm_worker.agent")
+
+#: name -> (params, results) of the host calls provided
+SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
+    "log": (["i32", "i32"], []),
+    "emit": (["i32", "i32"], ["i32"]),
+    "now": ([], ["i64"]),
+    "random": (["i32", "i32"], []),
+}
+#: host calls of the design that this build refuses (``wasm.capability_denied``)
+NOT_YET = ("spawn", "send", "infer", "generate")
+EMIT_COUNT_SPENT, EMIT_BYTES_SPENT = -1, -2  # we.emit's answers once a budget is spent
+
+_MASK32 = 0xFFFFFFFF
+_u32 = ctypes.c_uint32.from_address
+_i32 = ctypes.c_int32.from_address
+_i64 = ctypes.c_int64.from_address
+_RAW = ctypes.sizeof(capi.ValRaw)
+
+
+def check_imports(module: wasmtime.Module, digest: str) -> bool:
+    """Refuse a module importing anything but the host calls; True if it imports any."""
+    names = [(i.module, i.name or "", i.type) for i in module.imports]
+    known = {*SIGNATURES, *NOT_YET}
+    unknown = [f"{m}.{n}" for m, n, _ in names if m != "we" or n not in known]
+    if unknown:
+        msg = f"unknown import(s) {', '.join(unknown)}: only we.{', we.'.join(SIGNATURES)} exist"
+        raise _err(E.WASM_BAD_MODULE, msg, digest=digest, imports=unknown)
+    denied = [f"we.{n}" for _, n, _ in names if n in NOT_YET]
+    if denied:
+        msg = f"{', '.join(denied)}: not available in this build yet"
+        msg += ": lands with orchestrator host calls"
+        raise _err(E.WASM_CAPABILITY_DENIED, msg, digest=digest, imports=denied)
+    for _, name, ty in names:
+        want = SIGNATURES[name]
+        sig = _sig(ty) if isinstance(ty, wasmtime.FuncType) else None
+        if sig != want:
+            msg = f"import we.{name} must be a function {want[0]} -> {want[1]}, not {sig or ty}"
+            raise _err(E.WASM_BAD_MODULE, msg, digest=digest, imports=[f"we.{name}"])
+    return bool(names)
+
+
+def _sig(fn: wasmtime.FuncType) -> tuple[list[str], list[str]]:
+    return [str(p) for p in fn.params], [str(r) for r in fn.results]
+
+
+def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
+    return WasmEngineError(code, message, detail=detail)
+
+
+class TaskHost:
+    """What the host calls of one task see: its caps, PRNG, emit sink and counters."""
+
+    def __init__(
+        self, slot: capi.Slot, digest: str, task_id: str, limits: Limits, emit: Emit | None
+    ) -> None:
+        self.slot, self.digest, self.task_id, self.limits = slot, digest, task_id, limits
+        self.sink = emit
+        self.error: BaseException | None = None  # set by a failing call, read by the runtime
+        self.log_bytes = self.log_dropped = self.events = self.emit_bytes = 0
+        self.random_bytes = 0
+        self._rng: Any = None  # the keyed BLAKE2b state, made on the first we.random
+        self._rng_next, self._rng_left = 0, b""
+
+    def memory(self, caller: int, ctx: int, ptr: int, n: int, call: str) -> int:
+        """The host address of guest bytes ``[ptr, ptr + n)``, checked in bounds."""
+        s = self.slot
+        if s.base:  # the slot's memory export is bound (after instantiation)
+            base, size = s.base, capi.memory_data_size(ctx, s.mem)
+        else:  # a start function: ask the caller for its memory
+            scratch = capi.Extern()
+            ext = ctypes.addressof(scratch)
+            found = capi.caller_export_get(caller, b"memory", 6, ext)
+            if not found or ctypes.c_uint8.from_address(ext).value != capi.EXTERN_KIND_MEMORY:
+                raise _err(E.WASM_TRAP, f"we.{call}: no memory export", trap="host_bad_pointer")
+            mem = ext + capi.EXTERN_OF
+            base, size = capi.memory_data(ctx, mem) or 0, capi.memory_data_size(ctx, mem)
+        if ptr + n > size:
+            msg = f"we.{call}: {ptr:#x}+{n} lies outside memory of {size} bytes"
+            detail = {"call": f"we.{call}", "ptr": ptr, "len": n, "memory_bytes": size}
+            raise _err(E.WASM_TRAP, msg, trap="host_bad_pointer", **detail)
+        return int(base) + ptr
+
+    def random(self, n: int) -> bytes:
+        """The next ``n`` bytes of the task's stream: BLAKE2b-512 blocks keyed by
+        the seed (8 bytes little-endian) over a block counter (8 bytes little-endian)."""
+        left = self._rng_left
+        if n > len(left):
+            if self._rng is None:
+                key = (self.limits.seed & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+                self._rng = hashlib.blake2b(key=key)
+            first, count = self._rng_next, (n - len(left) + 63) // 64
+            blocks = []
+            for i in range(first, first + count):
+                h = self._rng.copy()
+                h.update(i.to_bytes(8, "little"))
+                blocks.append(h.digest())
+            self._rng_next = first + count
+            left += b"".join(blocks)
+        self._rng_left = left[n:]
+        return left[:n]
+
+    def finish(self) -> None:
+        if self.log_dropped:
+            log.warning(
+                "task %s: %d bytes of agent log dropped over the %d-byte cap",
+                self.task_id,
+                self.log_dropped,
+                self.limits.log_bytes,
+            )
+
+
+def _args(args: int) -> tuple[int, int]:
+    return _i32(args).value & _MASK32, _i32(args + _RAW).value & _MASK32
+
+
+def _log(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+    ptr, n = _args(args)
+    at = t.memory(caller, ctx, ptr, n, "log")
+    if t.log_bytes + n > t.limits.log_bytes:
+        t.log_dropped += n
+        return
+    t.log_bytes += n
+    line = ctypes.string_at(at, n).decode("utf-8", "replace").rstrip("\n")
+    log.info("task %s agent %s: %s", t.task_id, t.digest[7:19], line)
+
+
+def _emit(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+    ptr, n = _args(args)
+    at = t.memory(caller, ctx, ptr, n, "emit")
+    lim = t.limits
+    if t.events >= lim.emit_events:
+        _i32(args).value = EMIT_COUNT_SPENT
+        return
+    if t.emit_bytes + n > lim.emit_bytes:
+        _i32(args).value = EMIT_BYTES_SPENT
+        return
+    data = ctypes.string_at(at, n)
+    try:
+        msgpack.unpackb(data, max_ext_len=0, strict_map_key=False)
+    except Exception as exc:
+        msg = f"we.emit: {n} bytes that are not one msgpack value ({type(exc).__name__})"
+        raise _err(E.WASM_BAD_OUTPUT, msg, call="we.emit", size=n) from None
+    t.events += 1
+    t.emit_bytes += n
+    if t.sink is not None:
+        t.sink(data)
+    _i32(args).value = 0
+
+
+def _now(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+    _i64(args).value = time.time_ns()
+
+
+def _random(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+    ptr, n = _args(args)
+    at = t.memory(caller, ctx, ptr, n, "random")
+    cap = t.limits.random_bytes
+    if t.random_bytes + n > cap:
+        msg = f"we.random: {t.random_bytes + n} bytes asked, over the task's {cap}-byte cap"
+        raise _err(E.WASM_TRAP, msg, trap="host_limit", call="we.random", limit=cap)
+    t.random_bytes += n
+    ctypes.memmove(at, t.random(n), n)
+
+
+_CALLS = {"log": _log, "emit": _emit, "now": _now, "random": _random}
+
+
+class HostCalls:
+    """The ``we`` functions of one runtime's linker and the tasks now calling them.
+
+    ``tasks`` maps a store's data (its slot's key) to the :class:`TaskHost` of the
+    call running in it; the runtime registers a task around each call of an agent
+    that imports host calls.
+    """
+
+    def __init__(self, linker_ptr: int) -> None:
+        self.tasks: dict[int, TaskHost] = {}
+        self._keep: list[Any] = []  # function types and callbacks live as long as the linker
+        for name, (params, results) in SIGNATURES.items():
+            ty = wasmtime.FuncType(
+                [wasmtime.ValType.i32()] * len(params),
+                [wasmtime.ValType.i32() if r == "i32" else wasmtime.ValType.i64() for r in results],
+            )
+            cb = capi.UncheckedCallback(self._callback(name, _CALLS[name]))
+            err = capi.linker_define_func_unchecked(
+                linker_ptr, b"we", 2, name.encode(), len(name), capi.addr(ty.ptr()), cb, None, None
+            )
+            if err:
+                raise RuntimeError(f"defining we.{name}: {capi.take_error(err)}")
+            self._keep += [ty, cb]
+
+    def _callback(
+        self, name: str, fn: Callable[[TaskHost, int, int, int], None]
+    ) -> Callable[[int | None, int, int, int], int]:
+        tasks = self.tasks
+
+        def callback(_env: int | None, caller: int, args: int, _n: int) -> int:
+            task = None
+            try:
+                ctx = capi.caller_context(caller)
+                task = tasks[capi.context_get_data(ctx)]
+                fn(task, caller, ctx, args)
+                return 0
+            except BaseException as exc:  # never let an exception cross into wasmtime
+                return _trap(task, name, exc)
+
+        return callback
+
+
+def _trap(task: TaskHost | None, name: str, exc: BaseException) -> int:
+    """Record why a host call failed on its task; a trap that unwinds the guest."""
+    if not isinstance(exc, WasmEngineError):
+        if task is None:
+            log.error("we.%s called outside of a task: %r", name, exc)
+        else:
+            log.exception("we.%s failed in task %s", name, task.task_id, exc_info=exc)
+    if task is not None and task.error is None:
+        task.error = exc
+    msg = f"we.{name}: {exc}".encode()
+    return capi.addr(capi.trap_new(msg, len(msg)))
