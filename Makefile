@@ -28,6 +28,7 @@ lint: venv
 
 test: venv lint
 	.ci/install-compose
+	.ci/install-clang
 	.venv/bin/pytest
 
 unit: venv
@@ -35,6 +36,9 @@ unit: venv
 
 demo: venv
 	.venv/bin/python agents/demo.py $(if $(KEEP),--keep,)
+
+agents:
+	$(MAKE) -C agents
 
 down: venv
 	$(WE) down

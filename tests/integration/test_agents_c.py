@@ -1,0 +1,373 @@
+"""The C agents of agents/src on real wasmtime through WasmRuntime: results against Python
+references, the SDK's msgpack reader and writer, no imports, deterministic fuel, and the
+committed agents/build/*.wasm byte-identical to a fresh build (needs clang; required under CI)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import wasmtime
+
+from wasm_engine import errors as E
+from wasm_engine.errors import WasmEngineError
+from wasm_worker.runtime import Agent, Limits, WasmRuntime
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS = ROOT / "agents"
+BUILD = AGENTS / "build"
+NAMES = ["msgpack_norm", "reduce_stats", "textstats"]
+LIMITS = Limits(fuel=2_000_000_000, timeout_s=20.0, memory_bytes=64 << 20)
+
+# --- Python reference of textstats and reduce_stats (the rules in agents/README.md) ---
+
+WORD = re.compile(rb"[A-Za-z0-9]+")
+
+
+def top10(counts: Counter[bytes]) -> list[list[Any]]:
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    return [[w.decode(), c] for w, c in ranked]
+
+
+def textstats_ref(data: bytes) -> dict[str, Any]:
+    words = [w.lower() for w in WORD.findall(data)]
+    counts = Counter(words)
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return {
+        "bytes": len(data),
+        "words": len(words),
+        "lines": lines,
+        "unique_words": len(counts),
+        "top": top10(counts),
+    }
+
+
+def reduce_ref(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: Counter[bytes] = Counter()
+    for p in parts:
+        for word, count in p.get("top", []):
+            merged[word.encode()] += count
+    return {
+        "bytes": sum(p.get("bytes", 0) for p in parts),
+        "words": sum(p.get("words", 0) for p in parts),
+        "lines": sum(p.get("lines", 0) for p in parts),
+        "unique_words": max((p.get("unique_words", 0) for p in parts), default=0),
+        "unique_words_max": sum(p.get("unique_words_max", p.get("unique_words", 0)) for p in parts),
+        "parts": sum(p.get("parts", 1) for p in parts),
+        "top": top10(merged),
+    }
+
+
+KNOWN = (
+    "The quick brown fox -- the QUICK one -- jumps over the lazy dog.\r\n"
+    "Dogs don't jump; foxes do. 42 foxes, 42 dogs & 7 cats!\n"
+    "\n"
+    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9: non-ASCII bytes split words (caf, na, ve, r, sum).\n"
+    "tie1 tie2 tie2 tie1 TIE3 tie3 x_y x-y x.y x y\tZ\x00z"
+).encode()
+
+
+def corpus(n_bytes: int, seed: int = 7, vocab: int = 5000) -> bytes:
+    """Zipf-ish text over a vocabulary of made-up words, lines of 5-15 words."""
+    rnd = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    words = ["".join(rnd.choices(letters, k=rnd.randint(1, 12))) for _ in range(vocab)]
+    weights = [1 / (i + 1) for i in range(vocab)]
+    out: list[str] = []
+    size = 0
+    while size < n_bytes:
+        line = " ".join(rnd.choices(words, weights, k=rnd.randint(5, 15))) + rnd.choice(
+            [".\n", ",\n", "!\n", "\n"]
+        )
+        out.append(line)
+        size += len(line)
+    return "".join(out).encode()[:n_bytes]
+
+
+# --- fixtures ---
+
+
+@pytest.fixture(scope="module")
+def rt() -> Iterator[WasmRuntime]:
+    runtime = WasmRuntime(pool_instances=16)
+    yield runtime
+    runtime.close()
+
+
+def load(rt: WasmRuntime, name: str) -> Agent:
+    return rt.load((BUILD / f"{name}.wasm").read_bytes())
+
+
+def call(agent: Agent, value: Any, limits: Limits = LIMITS, reuse: bool = False) -> Any:
+    return msgpack.unpackb(agent.call(msgpack.packb(value), limits, reuse=reuse).output)
+
+
+# --- the committed modules ---
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_module_has_abi_exports_and_no_imports(name: str) -> None:
+    module = wasmtime.Module(wasmtime.Engine(), (BUILD / f"{name}.wasm").read_bytes())
+    assert [f"{i.module}.{i.name}" for i in module.imports] == []
+    assert sorted(e.name for e in module.exports) == ["alloc", "handle", "memory"]
+
+
+def test_every_source_has_a_committed_module() -> None:
+    assert sorted(p.stem for p in (AGENTS / "src").glob("*.c")) == NAMES
+    assert sorted(p.stem for p in BUILD.glob("*.wasm")) == NAMES
+
+
+# --- textstats ---
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        KNOWN,
+        b"",
+        b"\n",
+        b"one",
+        b"...,;  \n\n",
+        b"Ends without a newline",
+        b"a\nb\n",
+        b"\xff\xfeA\xc3\xa9B",
+    ],
+    ids=["known", "empty", "newline", "one-word", "no-words", "no-newline", "lines", "bytes"],
+)
+def test_textstats_matches_reference(rt: WasmRuntime, text: bytes) -> None:
+    agent = load(rt, "textstats")
+    assert call(agent, text) == textstats_ref(text)  # bin input
+    assert call(agent, text.decode("utf-8", "replace").encode()) == textstats_ref(
+        text.decode("utf-8", "replace").encode()
+    )
+
+
+def test_textstats_known_text_exactly(rt: WasmRuntime) -> None:
+    got = call(load(rt, "textstats"), KNOWN.decode())  # str input
+    assert got == {
+        "bytes": 245,
+        "words": 55,
+        "lines": 5,
+        "unique_words": 34,
+        "top": [  # count descending, then the word's bytes ascending
+            ["x", 4],  # x_y x-y x.y x
+            ["y", 4],
+            ["the", 3],
+            ["42", 2],
+            ["caf", 2],  # "Caf\u00e9" and "(caf,": bytes >= 0x80 split words
+            ["dogs", 2],
+            ["foxes", 2],
+            ["na", 2],
+            ["quick", 2],
+            ["r", 2],
+        ],
+    }
+
+
+def test_textstats_large_text_grows_the_table(rt: WasmRuntime) -> None:
+    text = corpus(300_000, vocab=20_000)
+    got = call(load(rt, "textstats"), text)
+    want = textstats_ref(text)
+    assert want["unique_words"] > 5000  # many rehashes of the 1024-slot table
+    assert got == want
+
+
+def test_textstats_rejects_other_input(rt: WasmRuntime) -> None:
+    agent = load(rt, "textstats")
+    for value in [12, None, ["text"], {"text": "x"}]:
+        out = call(agent, value)
+        assert out["code"] == 1 and "str or bin" in out["error"]
+    trailing = agent.call(msgpack.packb("text") + b"\xc0", LIMITS).output
+    assert "error" in msgpack.unpackb(trailing)
+
+
+def test_textstats_fuel_is_deterministic(rt: WasmRuntime) -> None:
+    agent = load(rt, "textstats")
+    data = msgpack.packb(corpus(100_000))
+    runs = [agent.call(data, LIMITS) for _ in range(2)]
+    assert runs[0].output == runs[1].output
+    assert runs[0].fuel_used == runs[1].fuel_used
+    assert 1_000_000 < runs[0].fuel_used < 30_000_000  # ~6.0 M on 100 KB (agents/README.md)
+
+
+def test_reused_instance_resets_its_heap(rt: WasmRuntime) -> None:
+    """Each call on a reused instance starts from an empty bump heap: no growth per call."""
+    agent = load(rt, "textstats")
+    text = corpus(100_000)
+    tight = Limits(fuel=LIMITS.fuel, timeout_s=20.0, memory_bytes=2 << 20)
+    try:
+        for _ in range(50):  # 50 x (input + table) would be far over 2 MiB if kept
+            assert call(agent, text, tight, reuse=True) == textstats_ref(text)
+    finally:
+        agent.reset()
+
+
+def test_memory_cap_is_a_memory_error(rt: WasmRuntime) -> None:
+    agent = load(rt, "textstats")
+    small = Limits(fuel=LIMITS.fuel, timeout_s=20.0, memory_bytes=256 << 10)
+    with pytest.raises(WasmEngineError) as err:  # the input fits, the hash table cannot grow
+        agent.call(msgpack.packb(corpus(100_000, vocab=20_000)), small)
+    assert err.value.code == E.WASM_MEMORY_LIMIT
+    with pytest.raises(WasmEngineError) as err:  # alloc(len) itself fails
+        agent.call(msgpack.packb(b"x" * (1 << 20)), small)
+    assert err.value.code == E.WASM_MEMORY_LIMIT
+
+
+# --- reduce_stats ---
+
+
+def chunks_at_lines(text: bytes, n: int) -> list[bytes]:
+    lines = text.splitlines(keepends=True)
+    step = -(-len(lines) // n)
+    return [b"".join(lines[i : i + step]) for i in range(0, len(lines), step)]
+
+
+def test_reduce_stats_merges_parts(rt: WasmRuntime) -> None:
+    ts, rd = load(rt, "textstats"), load(rt, "reduce_stats")
+    text = corpus(200_000)
+    parts = [call(ts, chunk) for chunk in chunks_at_lines(text, 7)]
+    got = call(rd, parts)
+    assert got == reduce_ref(parts)
+    whole = textstats_ref(text)
+    for key in ["bytes", "words", "lines"]:  # exact: chunks split at line ends
+        assert got[key] == whole[key]
+    assert got["parts"] == 7
+    assert got["unique_words"] <= whole["unique_words"] <= got["unique_words_max"]
+    assert [w for w, _ in got["top"][:5]] == [w for w, _ in whole["top"][:5]]
+
+
+def test_reduce_stats_nests(rt: WasmRuntime) -> None:
+    ts, rd = load(rt, "textstats"), load(rt, "reduce_stats")
+    parts = [call(ts, chunk) for chunk in chunks_at_lines(corpus(60_000), 6)]
+    flat = call(rd, parts)
+    nested = call(rd, [call(rd, parts[:2]), call(rd, parts[2:])])
+    assert nested == reduce_ref([reduce_ref(parts[:2]), reduce_ref(parts[2:])])
+    for key in ["bytes", "words", "lines", "unique_words", "unique_words_max", "parts"]:
+        assert nested[key] == flat[key]
+
+
+def test_reduce_stats_edge_inputs(rt: WasmRuntime) -> None:
+    rd = load(rt, "reduce_stats")
+    assert call(rd, []) == reduce_ref([])
+    odd = [
+        {"bytes": 5, "extra": {"nested": [1, 2.5, None, b"x", {"k": [True]}]}, "top": [["a", 2]]},
+        {"words": 2**40, "top": [["b", 2], ["a", 1]], "parts": 3},
+        {},
+    ]
+    assert call(rd, odd) == reduce_ref(odd)
+    for bad in [{"bytes": 1}, [1], [{"bytes": -1}], [{"top": [["a"]]}], [{"top": 3}]]:
+        out = call(rd, bad)
+        assert out["code"] == 1 and out["error"].startswith("reduce_stats:")
+
+
+# --- the SDK's msgpack reader and writer, through msgpack_norm ---
+
+EDGE_INTS = [
+    0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1,
+    -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63),
+]  # fmt: skip
+
+
+def random_value(rnd: random.Random, depth: int = 0) -> Any:
+    kind = rnd.randrange(10 if depth < 4 else 7)
+    if kind == 0:
+        return rnd.choice([None, True, False])
+    if kind == 1:
+        return rnd.choice(EDGE_INTS)
+    if kind == 2:
+        return rnd.randint(-(2**63), 2**64 - 1)
+    if kind == 3:
+        return rnd.choice([0.0, -1.5, 1e300, float("inf"), rnd.random()])
+    if kind == 4:
+        return "\u00e9" * rnd.choice([0, 1, 15, 16, 31, 127, 128, 40000])
+    if kind == 5:
+        return rnd.randbytes(rnd.choice([0, 1, 255, 256, 65535, 65536]))
+    if kind == 6:
+        return rnd.choice(["", "a", "x" * 31, "x" * 32, "y" * 255, "y" * 256, "z" * 65536])
+    if kind == 7:
+        return [random_value(rnd, depth + 1) for _ in range(rnd.choice([0, 1, 15, 16, 17]))]
+    if kind == 8:
+        return {f"k{i}": random_value(rnd, depth + 1) for i in range(rnd.choice([0, 1, 15, 16]))}
+    return {rnd.choice(EDGE_INTS): random_value(rnd, depth + 1)}
+
+
+def test_msgpack_norm_reencodes_like_python(rt: WasmRuntime) -> None:
+    agent = load(rt, "msgpack_norm")
+    rnd = random.Random(1)
+    values: list[Any] = [*EDGE_INTS, [0] * 70000, {str(i): i for i in range(70000)}]
+    values += [random_value(rnd) for _ in range(300)]
+    for value in values:
+        packed = msgpack.packb(value)
+        assert agent.call(packed, LIMITS).output == packed
+
+
+def test_msgpack_norm_normalises_encodings(rt: WasmRuntime) -> None:
+    agent = load(rt, "msgpack_norm")
+    cases = {
+        b"\xd0\x05": 5,  # int8 holding a small positive
+        b"\xcd\x00\x01": 1,  # uint16 holding 1
+        b"\xd3" + (2**40).to_bytes(8, "big"): 2**40,
+        b"\xca\x3f\xc0\x00\x00": 1.5,  # float32 -> float64
+        b"\xda\x00\x01a": "a",  # str16
+        b"\xc6\x00\x00\x00\x01b": b"b",  # bin32
+        b"\xdc\x00\x01\x01": [1],  # array16
+        b"\xdf\x00\x00\x00\x01\xa1k\xc0": {"k": None},  # map32
+    }
+    for raw, value in cases.items():
+        assert agent.call(raw, LIMITS).output == msgpack.packb(value)
+
+
+def test_msgpack_norm_refuses_bad_input_without_trapping(rt: WasmRuntime) -> None:
+    agent = load(rt, "msgpack_norm")
+    packed = msgpack.packb({"a": [1, 2.5, "xyz", b"\x00" * 300, {"b": None}], "c": 2**64 - 1})
+    for cut in range(len(packed)):  # every truncation
+        out = msgpack.unpackb(agent.call(packed[:cut], LIMITS).output)
+        assert out["code"] == 1 and "truncated or invalid" in out["error"], cut
+    for raw, why in [
+        (b"\xc1", "invalid"),
+        (b"\x01\x02", "bytes after"),
+        (b"\xd4\x01\x02", "ext"),
+        (b"\xdd\xff\xff\xff\xff", "truncated"),  # a 4G-element array header, nothing after
+        (b"\xdb\xff\xff\xff\xff", "truncated"),  # a 4 GiB str header
+    ]:
+        assert why in msgpack.unpackb(agent.call(raw, LIMITS).output)["error"]
+
+
+# --- reproducible build ---
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def test_committed_build_matches_a_fresh_build(tmp_path: Path) -> None:
+    missing = [tool for tool in ["clang", "wasm-ld", "make"] if shutil.which(tool) is None]
+    if missing:
+        if not _ci():
+            pytest.skip(f"{', '.join(missing)} not installed (run .ci/install-clang); CI unset")
+        pytest.fail(f"{', '.join(missing)} missing under CI: `make test` runs .ci/install-clang")
+    subprocess.run(
+        ["make", "-s", "-C", str(AGENTS), f"BUILD={tmp_path}"],
+        check=True,
+        capture_output=True,
+    )
+    committed = (BUILD / "TOOLCHAIN").read_text().strip()
+    fresh = (tmp_path / "TOOLCHAIN").read_text().strip()
+    assert fresh == committed, (
+        f"agents/build was made by {committed!r} but this machine has {fresh!r}: other code "
+        "generation, so the bytes cannot match. Build with that compiler (.ci/install-clang "
+        "on Debian 12), or rebuild and commit agents/build with `make agents`."
+    )
+    for name in NAMES:
+        assert (tmp_path / f"{name}.wasm").read_bytes() == (BUILD / f"{name}.wasm").read_bytes(), (
+            f"agents/build/{name}.wasm is stale: run `make agents` and commit agents/build"
+        )
