@@ -1,11 +1,12 @@
 """`make demo`: start the local stack, run a real workflow of WASM agents, stop it.
 
-The workflow: the text of this repository's docs is split into chunks; each chunk
-is hashed by the ``checksum`` agent (FNV-1a in WASM) on the wasm-worker pool and
-checked against the same hash computed here; the ``echo`` agent round-trips
-structured data; a burst of no-op tasks shows the per-task overhead. It prints
-the results, per-worker distribution and timings, then stops the stack (or
-leaves it up with ``--keep``).
+The workflow, map/reduce over agents written in C (agents/src, built to
+agents/build): the repository's docs are split into chunks, the ``textstats``
+agent counts words, lines and the most frequent words of each chunk on the
+wasm-worker pool, the ``reduce_stats`` agent merges the partial results, and
+the word count is checked against Python's. A burst of no-op tasks then shows
+the per-task overhead. It prints the results, the per-worker distribution and
+timings, then stops the stack (or leaves it up with ``--keep``).
 
 What is not in this build yet is said, not faked: agents calling each other
 (``spawn``) and the LLM step land with the sandbox and inference issues.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,14 +30,8 @@ from wasm_engine.config import from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT = ROOT / "agents" / "wat"
+BUILD = ROOT / "agents" / "build"
 log = logging.getLogger("demo")
-
-
-def fnv1a64(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def wasm_engine(*args: str) -> None:
@@ -43,44 +39,48 @@ def wasm_engine(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def workflow(front: str) -> None:
-    import msgpack
+def split_lines(text: str, size: int) -> list[str]:
+    chunks, current, length = [], [], 0
+    for line in text.splitlines(keepends=True):
+        if current and length + len(line) > size:
+            chunks.append("".join(current))
+            current, length = [], 0
+        current.append(line)
+        length += len(line)
+    return [*chunks, "".join(current)] if current else chunks
 
+
+def workflow(front: str) -> None:
     with Client(front, timeout=120) as client:
-        checksum = client.put_agent(WAT / "checksum.wat")
-        echo = client.put_agent(WAT / "echo.wat")
+        textstats = client.put_agent(BUILD / "textstats.wasm")
+        reduce_stats = client.put_agent(BUILD / "reduce_stats.wasm")
         noop = client.put_agent(WAT / "noop.wat", reuse=True)
 
-        text = b"".join(p.read_bytes() for p in sorted((ROOT / "docs").glob("*.md")))
-        chunks = [text[i : i + 4096].decode(errors="replace") for i in range(0, len(text), 4096)]
-        log.info(
-            "step 1: hashing %d chunks of the docs (%d bytes) on the wasm pool",
-            len(chunks),
-            len(text),
-        )
+        docs = sorted(ROOT.glob("*.md")) + sorted((ROOT / "docs").glob("*.md"))
+        docs += sorted((ROOT / "agents").glob("*.md"))
+        text = "\n".join(p.read_text(errors="replace") for p in docs)
+        chunks = split_lines(text, 8192)  # whole lines: no word is cut in two
+        log.info("map: %d chunks of %d docs (%d chars) -> textstats (C, wasm)", len(chunks),
+                 len(docs), len(text))  # fmt: skip
         t0 = time.perf_counter()
-        results = client.run_many(checksum, chunks, window=32)
-        elapsed = time.perf_counter() - t0
-        wrong = [
-            i
-            for i, (c, r) in enumerate(zip(chunks, results, strict=True))
-            if r.output != fnv1a64(msgpack.packb(c))
-        ]
-        per_worker = Counter(r.stats["worker"] for r in results)
-        fuel = sum(r.stats["fuel_used"] for r in results)
-        print(
-            f"checksum: {len(results)} chunks in {elapsed * 1000:.1f} ms, {fuel:,} fuel, "
-            f"{len(wrong)} mismatches against Python, by worker: {dict(per_worker)}"
-        )
-        if wrong:
-            raise SystemExit(f"checksum mismatch in chunks {wrong[:5]}")
-
-        doc = {"agent": "echo", "nested": {"list": [1, 2.5, "three"], "bytes": b"\x00\x01"}}
-        result = client.run(echo, doc, seed=7)
-        print(
-            f"echo: round-tripped {result.output == doc}, run {result.stats['run_us']} us on "
-            f"{result.stats['worker']}"
-        )
+        parts = client.run_many(textstats, chunks, window=32)
+        t_map = time.perf_counter() - t0
+        log.info("reduce: %d partial results -> reduce_stats (C, wasm)", len(parts))
+        t0 = time.perf_counter()
+        total = client.run(reduce_stats, [p.output for p in parts])
+        t_reduce = time.perf_counter() - t0
+        stats = total.output
+        by_worker = Counter(p.stats["worker"] for p in parts)
+        fuel = sum(p.stats["fuel_used"] for p in parts) + total.stats["fuel_used"]
+        words = len(re.findall(rb"[A-Za-z0-9]+", text.encode()))
+        print(f"text statistics of the docs: {stats['words']} words (Python counts {words}), "
+              f"{stats['lines']} lines, {stats['bytes']} bytes")  # fmt: skip
+        top = ", ".join(f"{w} {n}" for w, n in stats["top"][:8])
+        print(f"top words: {top}")
+        print(f"map {t_map * 1000:.1f} ms on {dict(by_worker)}, reduce {t_reduce * 1000:.1f} ms, "
+              f"{fuel:,} fuel in all")  # fmt: skip
+        if stats["words"] != words:
+            raise SystemExit("word count differs from Python's")
 
         n = 5000
         t0 = time.perf_counter()
@@ -91,15 +91,13 @@ def workflow(front: str) -> None:
             t = time.perf_counter()
             client.run(noop, i)
             lat.append((time.perf_counter() - t) * 1e6)
-        print(
-            f"no-op burst: {n} tasks at {rate:,.0f} tasks/s; one in flight: p50 "
-            f"{percentile(lat, 50):.0f} us, p99 {percentile(lat, 99):.0f} us"
-        )
+        print(f"no-op burst: {n} tasks at {rate:,.0f} tasks/s; one in flight: p50 "
+              f"{percentile(lat, 50):.0f} us, p99 {percentile(lat, 99):.0f} us")  # fmt: skip
         status = client.status()
         print(f"orchestrator counters: {status['counters']}")
     print(
         "not in this build yet: agents spawning agents and the LLM `generate` step "
-        "(they land with the sandbox and inference issues)"
+        "(they land with the orchestrator host calls and the inference issue)"
     )
 
 
