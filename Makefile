@@ -28,7 +28,7 @@ lint: venv
 
 test: venv lint
 	.ci/install-compose
-	.ci/install-clang
+	.ci/install-clang || [ -z "$$CI" ]  # without root the C rebuild test skips; CI must have it
 	.venv/bin/pytest
 
 unit: venv
