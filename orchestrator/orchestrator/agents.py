@@ -1,28 +1,43 @@
 """The agent module store: WASM modules by content digest, bounded in bytes.
 
-Clients put a module once (``agent.put``); the scheduler attaches it to the first
-dispatch of that digest to each worker, so workers never ask for it and a
-restarted worker gets it again with its first task.
+An agent is a module plus its manifest (``wasm_engine.manifest``), addressed by
+the digest of both. Clients put it once (``agent.put``); the scheduler attaches
+the module and the canonical manifest to the first dispatch of that digest to
+each worker, so workers never ask for it and a restarted worker gets it again
+with its first task.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from wasm_engine.errors import AGENT_CONFLICT, PROTO_BAD_FIELD, TASK_OVERLOADED, WasmEngineError
+from wasm_engine.errors import PROTO_BAD_FIELD, TASK_OVERLOADED, WasmEngineError
+from wasm_engine.manifest import Manifest, agent_digest
 
 
 @dataclass(frozen=True, slots=True)
 class StoredAgent:
     digest: str
-    name: str
-    reuse: bool
+    manifest: Manifest
     module: bytes
+    wire_manifest: bytes  # canonical manifest JSON, sent with the module to each worker
 
+    @property
+    def name(self) -> str:
+        return self.manifest.name
 
-def digest_of(module: bytes) -> str:
-    return "sha256:" + hashlib.sha256(module).hexdigest()
+    @property
+    def reuse(self) -> bool:
+        return self.manifest.reuse
+
+    def describe(self) -> dict[str, object]:
+        m = self.manifest
+        return {
+            "digest": self.digest,
+            "name": m.name,
+            "version": m.version,
+            "size": len(self.module),
+        }
 
 
 class AgentStore:
@@ -31,36 +46,32 @@ class AgentStore:
         self.used = 0
         self._agents: dict[str, StoredAgent] = {}
 
-    def put(self, digest: str, name: str, reuse: bool, module: bytes) -> StoredAgent:
-        if digest_of(module) != digest:
+    def put(self, digest: str, manifest: Manifest, module: bytes) -> StoredAgent:
+        if agent_digest(module, manifest) != digest:
             raise WasmEngineError(
                 PROTO_BAD_FIELD,
-                "agent.put digest does not match the module bytes",
+                "agent.put digest does not match the module bytes and manifest",
                 detail={"field": "digest"},
             )
         known = self._agents.get(digest)
         if known is not None:
-            if known.reuse != reuse:  # reuse is part of what the agent is: never flip it
-                raise WasmEngineError(
-                    AGENT_CONFLICT,
-                    f"agent {digest} is stored with reuse={known.reuse}; "
-                    "the same module with the other setting is another agent: change its bytes",
-                    detail={"digest": digest, "reuse": known.reuse},
-                )
             return known
-        if known is None and self.used + len(module) > self.max_bytes:
+        if self.used + len(module) > self.max_bytes:
             raise WasmEngineError(
                 TASK_OVERLOADED,
                 f"agent store full ({self.used} of {self.max_bytes} bytes)",
                 retryable=False,
             )
-        agent = StoredAgent(digest, name, reuse, module)
+        agent = StoredAgent(digest, manifest, module, manifest.canonical_bytes())
         self.used += len(module)
         self._agents[digest] = agent
         return agent
 
     def get(self, digest: str) -> StoredAgent | None:
         return self._agents.get(digest)
+
+    def describe(self) -> list[dict[str, object]]:
+        return [a.describe() for a in self._agents.values()]
 
     def __len__(self) -> int:
         return len(self._agents)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
+from wasm_engine.manifest import Manifest, parse_manifest
 from wasm_engine.messages import AgentPut, AgentStored, Status, TaskAck, TaskSubmit
 from wasm_engine.protocol import Header, make_header
 
@@ -153,7 +154,11 @@ class Intake:
             s.error(FRONT, peer, header.id, err)
             return
         try:
-            stored = s.agents.put(msg.digest, msg.name, msg.reuse, blobs[0])
+            if msg.manifest is None:
+                manifest = Manifest(name=msg.name, reuse=msg.reuse)
+            else:
+                manifest = parse_manifest(msg.manifest)
+            stored = s.agents.put(msg.digest, manifest, blobs[0])
         except WasmEngineError as err:
             s.error(FRONT, peer, header.id, err)
             return

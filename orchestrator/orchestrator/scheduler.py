@@ -88,6 +88,7 @@ class Scheduler(Outbox):
             "workers": [w.describe(now) for w in self.workers],
             "queues": {k: {"depth": q.depth, "limit": q.limit} for k, q in self.queues.items()},
             "counters": dict(self.counters),
+            "agents": self.agents.describe(),
         }
 
     # ------------------------------------------------------------------ dispatch
@@ -124,7 +125,7 @@ class Scheduler(Outbox):
             stored = self.agents.get(task.agent)
             reuse = stored is not None and stored.reuse
             if stored is not None and task.agent not in worker.agents:
-                blobs.append(stored.module)
+                blobs += (stored.module, stored.wire_manifest)
                 worker.agents.add(task.agent)
         queued_us = (now - task.queued_at) // 1000
         body = TaskDispatch(task.task_id, task.attempts, queued_us, task.agent, reuse).pack()

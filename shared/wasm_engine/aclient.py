@@ -26,7 +26,7 @@ from .config import from_env
 from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
-from .requests import AgentRef, Book, OnEvent, Pending, Result, module_bytes
+from .requests import AgentRef, Book, ManifestLike, OnEvent, Pending, Result, agent_spec
 
 
 class AsyncClient:
@@ -90,12 +90,17 @@ class AsyncClient:
             ) from None
 
     async def put_agent(
-        self, module: bytes | bytearray | str | Path, *, name: str = "", reuse: bool = False
+        self,
+        module: bytes | bytearray | str | Path,
+        *,
+        name: str = "",
+        reuse: bool | None = None,
+        manifest: ManifestLike = None,
     ) -> AgentRef:
-        module, name = module_bytes(module, name)
-        digest, rid, frames = self._book.agent_frames(module, name, reuse)
+        module, spec = agent_spec(module, name, reuse, manifest)
+        digest, rid, frames = self._book.agent_frames(module, spec)
         await self._wait(await self._request(rid, digest, frames), "agent.put")
-        return AgentRef(digest, name, reuse)
+        return AgentRef(digest, spec.name, spec.reuse, spec.version)
 
     async def submit(
         self,

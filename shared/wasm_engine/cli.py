@@ -1,4 +1,4 @@
-"""The ``wasm-engine`` command: up, down, status, run, logs, bench.
+"""The ``wasm-engine`` command: up, down, status, run, agents add|list, logs, bench.
 
 Every option is also an environment variable of the same name
 (``--wasm-workers`` = ``WASM_ENGINE_WASM_WORKERS``); see ``config``. Exit codes:
@@ -89,7 +89,7 @@ def cmd_run(s: config.Settings, a: argparse.Namespace) -> int:
         log.error("--input is not JSON: %s", exc)
         return 2
     with Client(s.front, timeout=a.wait) as client:
-        agent = client.put_agent(a.agent, reuse=a.reuse)
+        agent = _resolve_agent(client, a.agent, a.reuse)
         try:
             result = client.run(
                 agent,
@@ -121,6 +121,44 @@ def cmd_run(s: config.Settings, a: argparse.Namespace) -> int:
             f"# {st.get('worker')} run {st.get('run_us')} us, queued {st.get('queue_us')} us, "
             f"fuel {st.get('fuel_used')}, attempts {st.get('attempts')}\n"
         )
+    return 0
+
+
+def _resolve_agent(client: Any, ref: str, reuse: bool) -> Any:
+    """A module path (put here, with the manifest beside it), else a stored
+    agent's digest, else a stored agent's name (the one stored last)."""
+    if Path(ref).is_file():
+        return client.put_agent(ref, reuse=True if reuse else None)
+    agents = client.status().get("agents", [])
+    found = [x for x in agents if ref in (x["digest"], x["name"])]
+    if not found:
+        raise ValueError(f"{ref!r} is neither a module file nor a stored agent's digest or name")
+    return found[-1]["digest"]
+
+
+def cmd_agents_add(s: config.Settings, a: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(s.front, timeout=a.wait) as client:
+        ref = client.put_agent(a.path, manifest=a.manifest)
+    doc = {"digest": ref.digest, "name": ref.name, "version": ref.version}
+    if a.json:
+        out(json.dumps(doc) + "\n")
+    else:
+        out(f"{ref.digest}  {ref.name or '-'} {ref.version or '-'}\n")
+    return 0
+
+
+def cmd_agents_list(s: config.Settings, a: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(s.front, timeout=a.wait) as client:
+        agents = client.status().get("agents", [])
+    if a.json:
+        out(json.dumps(agents) + "\n")
+        return 0
+    for x in agents:
+        out(f"{x['digest']}  {x['name'] or '-':<24} {x['version'] or '-':<10} {x['size']:>9}\n")
     return 0
 
 
@@ -177,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
     run = command("run", "run a wasm agent once", ["front"], 120.0)
-    run.add_argument("agent", help="path of the .wasm module")
+    run.add_argument("agent", help="path of the .wasm module, or a stored agent's digest or name")
     run.add_argument("--input", default="null", help="JSON input (default null)")
     run.add_argument("--fuel", type=int, default=None)
     run.add_argument("--timeout", type=float, default=None, help="run budget in seconds")
@@ -187,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reuse", action="store_true", help="keep the agent's instance between tasks")
     run.add_argument("--json", action="store_true")
     run.set_defaults(fn=cmd_run)
+    ag = sub.add_parser("agents", help="register and list agents (module + manifest)")
+    agents_sub = ag.add_subparsers(dest="agents_command", required=True)
+    add = agents_sub.add_parser("add", help="store an agent; prints {digest, name, version}")
+    config.add_arguments(add, ["front", "log_level"])
+    add.add_argument("--wait", type=float, default=30.0, help="seconds to wait")
+    add.add_argument("path", help="the .wasm module (its manifest: PATH with .toml/.json)")
+    add.add_argument("--manifest", default=None, help="manifest file (.toml or .json)")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(fn=cmd_agents_add)
+    ls = agents_sub.add_parser("list", help="the agents the orchestrator stores")
+    config.add_arguments(ls, ["front", "log_level"])
+    ls.add_argument("--wait", type=float, default=5.0, help="seconds to wait")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_agents_list)
     lg = command("logs", "print a service's log", ["home"], 0.0)
     lg.add_argument("service", help="orchestrator, wasm-worker-0, supervisord, ...")
     lg.add_argument("-n", "--lines", type=int, default=100)

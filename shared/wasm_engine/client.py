@@ -35,7 +35,7 @@ from .config import from_env
 from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
-from .requests import AgentRef, Book, OnEvent, Pending, Result, module_bytes
+from .requests import AgentRef, Book, ManifestLike, OnEvent, Pending, Result, agent_spec
 
 __all__ = ["AgentRef", "AsyncClient", "Client", "Result", "TaskFuture"]
 
@@ -124,13 +124,18 @@ class Client:
         return futures
 
     def put_agent(
-        self, module: bytes | bytearray | str | Path, *, name: str = "", reuse: bool = False
+        self,
+        module: bytes | bytearray | str | Path,
+        *,
+        name: str = "",
+        reuse: bool | None = None,
+        manifest: ManifestLike = None,
     ) -> AgentRef:
         """Store a module (bytes or a ``.wasm`` path) in the orchestrator; idempotent."""
-        module, name = module_bytes(module, name)
-        digest, rid, frames = self._book.agent_frames(module, name, reuse)
+        module, spec = agent_spec(module, name, reuse, manifest)
+        digest, rid, frames = self._book.agent_frames(module, spec)
         self._request(rid, digest, frames).result(self.timeout)
-        return AgentRef(digest, name, reuse)
+        return AgentRef(digest, spec.name, spec.reuse, spec.version)
 
     def submit(
         self,

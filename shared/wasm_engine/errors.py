@@ -28,7 +28,7 @@ TASK_NOT_FOUND: Final = "task.not_found"
 # -- workers -------------------------------------------------------------------
 WORKER_UNKNOWN: Final = "worker.unknown"  # a worker message before hello: say hello again
 # -- agents --------------------------------------------------------------------
-AGENT_CONFLICT: Final = "agent.conflict"  # a module put again with another reuse setting
+AGENT_BAD_MANIFEST: Final = "agent.bad_manifest"  # a manifest that is not valid (detail.field)
 # -- wasm ----------------------------------------------------------------------
 WASM_OUT_OF_FUEL: Final = "wasm.out_of_fuel"
 WASM_MEMORY_LIMIT: Final = "wasm.memory_limit"

@@ -221,15 +221,19 @@ class Status(Message):
     workers: list[dict[str, Any]]
     queues: dict[str, Any]
     counters: dict[str, Any]
+    agents: list[dict[str, Any]] = field(default_factory=list)
 
 
 @message("agent.put")
 class AgentPut(Message):
-    """Module bytes in blob 0; ``digest`` is ``sha256:<hex>`` of them."""
+    """Module bytes in blob 0; ``digest`` is the agent digest of them and the
+    canonical ``manifest`` (``wasm_engine.manifest``); without a manifest, the
+    one made of ``name`` and ``reuse``."""
 
     digest: str
     name: str = ""
     reuse: bool = False
+    manifest: dict[str, Any] | None = None
 
 
 @message("agent.stored")

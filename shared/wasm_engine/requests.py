@@ -5,14 +5,15 @@ Owns what a request is and how its reply is matched: :class:`AgentRef` and
 its reply), :class:`Book` (builds ``agent.put`` / ``task.submit`` frames and
 resolves each reply by its ``parent``, putting a lost module again once, and
 hands each ``task.event`` to the request's ``on_event``) and
-:func:`module_bytes` (module bytes from bytes or a path). The clients own the
+:func:`module_bytes` (module bytes from bytes or a path) and :func:`agent_spec`
+(the module and its manifest, read beside a path unless given). The clients own the
 sockets: :mod:`wasm_engine.client` (blocking) and :mod:`wasm_engine.aclient`
 (asyncio).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from . import messages as M
 from .codec import packb
 from .envelope import EnvelopeError, decode, encode
 from .errors import WasmEngineError
+from .manifest import Manifest, agent_digest, beside, load_manifest, parse_manifest
 from .protocol import make_header
 
 log = logging.getLogger("wasm_engine.client")
@@ -40,6 +42,7 @@ class AgentRef:
     digest: str
     name: str = ""
     reuse: bool = False
+    version: str = ""
 
 
 @dataclass
@@ -67,15 +70,16 @@ class Book:
 
     name: str
     pending: dict[str, Pending] = field(default_factory=dict)
-    # digest -> (module, name, reuse), to put a module again when the orchestrator lost it
-    modules: dict[str, tuple[bytes, str, bool]] = field(default_factory=dict)
+    # digest -> (module, manifest), to put a module again when the orchestrator lost it
+    modules: dict[str, tuple[bytes, Manifest]] = field(default_factory=dict)
     reput_at: dict[str, float] = field(default_factory=dict)  # digest -> last re-put
 
-    def agent_frames(self, module: bytes, name: str, reuse: bool) -> tuple[str, str, list[bytes]]:
-        digest = "sha256:" + hashlib.sha256(module).hexdigest()
-        self.modules[digest] = (module, name, reuse)
+    def agent_frames(self, module: bytes, manifest: Manifest) -> tuple[str, str, list[bytes]]:
+        digest = agent_digest(module, manifest)
+        self.modules[digest] = (module, manifest)
         header = make_header("agent.put", sender=self.name)
-        return digest, header.id, encode(header, M.AgentPut(digest, name, reuse).pack(), [module])
+        body = M.AgentPut(digest, manifest.name, manifest.reuse, manifest.canonical()).pack()
+        return digest, header.id, encode(header, body, [module])
 
     def submit_frames(
         self,
@@ -181,3 +185,31 @@ def module_bytes(module: bytes | bytearray | str | Path, name: str) -> tuple[byt
             ) from None
         return bytes(wat2wasm(path.read_text())), name or path.stem
     return path.read_bytes(), name or path.stem
+
+
+ManifestLike = Manifest | dict[str, Any] | str | Path | None
+
+
+def agent_spec(
+    module: bytes | bytearray | str | Path,
+    name: str = "",
+    reuse: bool | None = None,
+    manifest: ManifestLike = None,
+) -> tuple[bytes, Manifest]:
+    """The module bytes and the manifest of a ``put_agent``: ``manifest`` as given
+    (a :class:`Manifest`, a mapping or a ``.toml``/``.json`` path), else the one
+    beside a module path (``x.wasm`` + ``x.toml``), else an empty one; ``name``
+    (when not empty) and ``reuse`` (when not None) override its fields."""
+    if manifest is None and isinstance(module, str | Path):
+        manifest = beside(module)
+    if isinstance(manifest, str | Path):
+        found = load_manifest(manifest)
+    elif isinstance(manifest, dict):
+        found = parse_manifest(manifest)
+    else:
+        found = manifest or Manifest()
+    data, name = module_bytes(module, name or found.name)
+    changes: dict[str, Any] = {"name": name}
+    if reuse is not None:
+        changes["reuse"] = reuse
+    return data, dataclasses.replace(found, **changes)

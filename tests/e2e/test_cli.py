@@ -62,8 +62,41 @@ def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
         status = json.loads(cli("status", "--json").stdout)
         assert len(status["workers"]) == 2
         assert status["counters"]["completed"] == 1 and status["counters"]["failed"] == 1
+        assert len(status["agents"]) == 2
         text = cli("status").stdout
         assert "wasm-worker-" in text and "queue wasm" in text
+
+        # a registered agent: module + manifest, run by name and by digest
+        (tmp_path / "tiny.toml").write_text(
+            'name = "tiny"\nversion = "1.0"\n[limits]\nfuel = 100000\n[grants]\nfiles = ["/x"]\n'
+        )
+        added = json.loads(
+            cli(
+                "agents",
+                "add",
+                "agents/wat/loop.wat",
+                "--manifest",
+                str(tmp_path / "tiny.toml"),
+                "--json",
+            ).stdout
+        )
+        assert added["name"] == "tiny" and added["version"] == "1.0"
+        assert added["digest"].startswith("sha256:")
+        listed = json.loads(cli("agents", "list", "--json").stdout)
+        assert {"digest": added["digest"], "name": "tiny", "version": "1.0"}.items() <= next(
+            a for a in listed if a["name"] == "tiny"
+        ).items()
+        assert "tiny" in cli("agents", "list").stdout
+        # the manifest's fuel is a cap: a task asking for more still runs out at 100000
+        capped = cli("run", "tiny", "--fuel", "10000000000", "--json", check=False)
+        assert json.loads(capped.stdout)["error"]["code"] == "wasm.out_of_fuel"
+        by_digest = cli("run", added["digest"], "--json", check=False)
+        err = json.loads(by_digest.stdout)["error"]
+        assert err["code"] == "wasm.out_of_fuel"
+        unknown = cli("run", "no-such-agent", check=False)
+        assert unknown.returncode == 1
+        # workers keep compiled modules on disk under $WASM_ENGINE_HOME/cache
+        assert list((tmp_path / "home" / "cache").glob("*.cwasm"))
 
         logs = cli("logs", "orchestrator").stdout
         assert "listening" in logs

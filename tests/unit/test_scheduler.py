@@ -8,7 +8,6 @@ assertions read like docs/protocol.md.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +21,15 @@ from wasm_engine import errors as E
 from wasm_engine import messages as M
 from wasm_engine.config import Settings
 from wasm_engine.envelope import decode
+from wasm_engine.manifest import Manifest, agent_digest
 from wasm_engine.protocol import Header, make_header
 
 S = 1_000_000_000  # ns per second
 T0 = 1_700_000_000 * S  # a realistic wall-clock start (deadlines are epoch ns)
 MODULE = b"\x00asm\x01\x00\x00\x00" + b"a test agent"
-DIGEST = "sha256:" + hashlib.sha256(MODULE).hexdigest()
+DIGEST = agent_digest(MODULE, Manifest(name="agent"))
+DIGEST_REUSE = agent_digest(MODULE, Manifest(name="agent", reuse=True))
+WIRE = Manifest(name="agent").canonical_bytes()
 W1, W2, W3 = b"w1", b"w2", b"w3"
 CLIENT_A, CLIENT_B, CLIENT_C = b"client-a", b"client-b", b"client-c"
 ANSWERS = ("task.result", "error")
@@ -114,7 +116,7 @@ class Harness:
 
     # -- client side
     def put_agent(self, module: bytes = MODULE, *, reuse: bool = False) -> Out:
-        digest = "sha256:" + hashlib.sha256(module).hexdigest()
+        digest = agent_digest(module, Manifest(name="agent", reuse=reuse))
         header = make_header("agent.put", sender="test-client")
         msg = M.parse("agent.put", M.AgentPut(digest, "agent", reuse).pack())
         assert isinstance(msg, M.AgentPut)
@@ -265,18 +267,37 @@ def test_agent_put_is_answered_with_agent_stored() -> None:
     assert harness.sched.snapshot(harness.now)["orchestrator"]["agents"] == 1
 
 
-def test_the_same_module_with_the_other_reuse_setting_is_a_conflict() -> None:
+def test_the_same_module_with_the_other_reuse_setting_is_another_agent() -> None:
     harness = Harness()
     harness.put_agent(reuse=False)
     assert harness.put_agent(reuse=False).msg == M.AgentStored(DIGEST, len(MODULE))  # idempotent
-    header = make_header("agent.put", sender="test-client")
-    msg = M.parse("agent.put", M.AgentPut(DIGEST, "agent", True).pack())
+    assert harness.put_agent(reuse=True).msg == M.AgentStored(DIGEST_REUSE, len(MODULE))
+    assert harness.sched.agents.get(DIGEST).reuse is False
+    assert harness.sched.agents.get(DIGEST_REUSE).reuse is True
+    assert len(harness.sched.agents) == 2
+
+
+def test_a_put_with_a_manifest_is_listed_in_status_and_a_bad_one_is_refused() -> None:
+    harness = Harness()
+    manifest = Manifest("stats", "1.2", limits={"fuel": 1000}, grants={"models": ["m"]})
+    digest = agent_digest(MODULE, manifest)
+    msg = M.parse("agent.put", M.AgentPut(digest, manifest=manifest.canonical()).pack())
     assert isinstance(msg, M.AgentPut)
-    harness.sched.agent_put(CLIENT_A, header, msg, [MODULE])
-    err = only(harness.take(), "error")
-    assert (err.msg.code, err.header.parent) == (E.AGENT_CONFLICT, header.id)
-    assert harness.sched.agents.get(DIGEST).reuse is False  # unchanged
-    assert harness.sched.agents.used == len(MODULE)
+    harness.sched.agent_put(CLIENT_A, make_header("agent.put"), msg, [MODULE])
+    assert only(harness.take(), "agent.stored").msg == M.AgentStored(digest, len(MODULE))
+    listed = harness.sched.snapshot(harness.now)["agents"]
+    assert listed == [{"digest": digest, "name": "stats", "version": "1.2", "size": len(MODULE)}]
+    # the manifest is part of the digest: the same digest with other limits does not match
+    other = {**manifest.canonical(), "limits": {"fuel": 2000}}
+    msg = M.parse("agent.put", M.AgentPut(digest, manifest=other).pack())
+    assert isinstance(msg, M.AgentPut)
+    harness.sched.agent_put(CLIENT_A, make_header("agent.put"), msg, [MODULE])
+    assert only(harness.take(), "error").msg.code == E.PROTO_BAD_FIELD
+    msg = M.parse("agent.put", M.AgentPut(digest, manifest={"limits": {"fuel": -1}}).pack())
+    assert isinstance(msg, M.AgentPut)
+    harness.sched.agent_put(CLIENT_A, make_header("agent.put"), msg, [MODULE])
+    err = only(harness.take(), "error").msg
+    assert (err.code, err.detail) == (E.AGENT_BAD_MANIFEST, {"field": "limits.fuel"})
 
 
 def test_submit_dispatches_with_the_module_only_on_the_first_dispatch_to_each_worker(
@@ -293,7 +314,11 @@ def test_submit_dispatches_with_the_module_only_on_the_first_dispatch_to_each_wo
     assert d1.header.parent == sub.id
     assert d1.header.trace == "trace-1"
     assert d1.msg == M.TaskDispatch("t1", attempt=1, queued_us=0, agent=DIGEST, reuse=False)
-    assert d1.blobs == [h.bodies["t1"], MODULE]  # the client's bytes, unrepacked, then the module
+    assert d1.blobs == [
+        h.bodies["t1"],
+        MODULE,
+        WIRE,
+    ]  # the client's bytes, unrepacked, then the module
 
     h.submit("t2")
     (d2,) = h.take()
@@ -307,14 +332,14 @@ def test_submit_dispatches_with_the_module_only_on_the_first_dispatch_to_each_wo
         h.submit(tid)
     ds = dispatches(h.take())
     assert (ds[0].msg.task_id, ds[0].peer) == ("t3", W2)  # the most free credits
-    assert ds[0].blobs == [h.bodies["t3"], MODULE]
+    assert ds[0].blobs == [h.bodies["t3"], MODULE, WIRE]
     assert [len(d.blobs) for d in ds[1:]] == [1, 1]  # each worker has it now
 
 
 def test_a_task_waits_for_a_worker_and_reports_its_queue_time() -> None:
     h = Harness()
     h.put_agent(reuse=True)
-    sub = h.submit("t1", ack=True)
+    sub = h.submit("t1", ack=True, agent=DIGEST_REUSE)
     ack = only(h.take(), "task.ack")
     assert (ack.sock, ack.peer, ack.header.parent) == (FRONT, CLIENT_A, sub.id)
     assert ack.msg == M.TaskAck("t1", "queued")
@@ -324,7 +349,7 @@ def test_a_task_waits_for_a_worker_and_reports_its_queue_time() -> None:
     h.hello(W1)
     out = h.take()
     assert [o.type for o in out] == ["worker.welcome", "task.dispatch"]
-    assert out[1].msg == M.TaskDispatch("t1", 1, 250_000, DIGEST, reuse=True)
+    assert out[1].msg == M.TaskDispatch("t1", 1, 250_000, DIGEST_REUSE, reuse=True)
     assert h.sched.queues["wasm"].depth == 0
     assert h.sched.tasks["t1"].state is State.RUNNING
 
@@ -659,7 +684,7 @@ def test_a_lost_worker_s_tasks_go_back_to_the_front_of_their_queue(h: Harness) -
     order = []
     pending = dispatches(h.take())
     assert pending[0].msg.attempt == 2
-    assert pending[0].blobs[1:] == [MODULE]  # a new worker gets the module again
+    assert pending[0].blobs[1:] == [MODULE, WIRE]  # a new worker gets the module again
     while pending:
         d = pending.pop()
         order.append(d.msg.task_id)
@@ -725,7 +750,7 @@ def test_a_re_hello_is_a_loss_and_a_late_result_is_counted_not_delivered(h: Harn
     assert [o.type for o in out] == ["worker.welcome", "task.dispatch"]
     d2 = out[1]
     assert d2.header.id != d1.header.id
-    assert (d2.msg.attempt, d2.blobs[1:]) == (2, [MODULE])
+    assert (d2.msg.attempt, d2.blobs[1:]) == (2, [MODULE, WIRE])
 
     h.result(d1, "stale")  # the first run finished after all
     assert h.take() == []
@@ -1022,7 +1047,7 @@ def test_snapshot_shape_and_status_reply(h: Harness) -> None:
     h.take()
     h.advance(1.5)
     snap = h.sched.snapshot(h.now)
-    assert set(snap) == {"orchestrator", "workers", "queues", "counters"}
+    assert set(snap) == {"orchestrator", "workers", "queues", "counters", "agents"}
     assert snap["orchestrator"] == {
         "name": "orchestrator",
         "version": VERSION,

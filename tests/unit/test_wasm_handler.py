@@ -85,3 +85,39 @@ def test_fuel_limit_from_the_submit_is_enforced(handler: WasmHandler) -> None:
     with pytest.raises(WasmEngineError) as exc:
         handler.run(msg, env)
     assert exc.value.code == E.WASM_OUT_OF_FUEL
+
+
+def test_manifest_limits_are_task_defaults_and_caps(handler: WasmHandler) -> None:
+    import json
+
+    from wasm_engine.manifest import Manifest, agent_digest
+
+    manifest = Manifest("echo", limits={"fuel": 5000, "timeout": 2.0})
+    digest = agent_digest(ECHO, manifest)
+    submit = M.TaskSubmit(
+        task_id="t", kind="wasm", agent=digest, input=codec.packb(1), limits={"fuel": 10**12}
+    )
+    body = submit.pack()
+    msg = M.TaskDispatch("t", 1, 0, digest)
+    wire = json.dumps(manifest.canonical()).encode()
+    env = envelope.decode(
+        envelope.encode(make_header("task.dispatch"), msg.pack(), [body, ECHO, wire])
+    )
+    handler.accept(msg, env)
+    assert handler.run(msg, env).stats["fuel_used"] <= 5000
+    _agent, caps = handler.agents[digest]
+    limits = handler.task_limits(submit, None, caps)
+    assert (limits.fuel, limits.timeout_s) == (5000, 2.0)  # capped
+    lower = M.TaskSubmit(task_id="u", kind="wasm", agent=digest, limits={"fuel": 10})
+    assert handler.task_limits(lower, None, caps).fuel == 10  # a task may ask for less
+    default = handler.task_limits(M.TaskSubmit(task_id="v", kind="wasm", agent=digest), None, caps)
+    assert default.memory_bytes == handler.limits.memory_bytes  # not in the manifest: the worker's
+    # a manifest blob that does not match the digest refuses the module
+    bad = M.TaskDispatch("w", 1, 0, "sha256:" + "0" * 64)
+    env = envelope.decode(
+        envelope.encode(make_header("task.dispatch"), bad.pack(), [body, ECHO, wire])
+    )
+    handler.accept(bad, env)
+    with pytest.raises(WasmEngineError) as exc:
+        handler.run(bad, env)
+    assert exc.value.code == E.WASM_BAD_MODULE

@@ -101,6 +101,10 @@ TABLE_ELEMENTS = 1 << 20
 KEEP_RESIDENT = 128 << 10
 
 
+#: The Config settings of :func:`engine` (part of the compiled-module cache key).
+ENGINE_FLAGS = ("fuel", "epoch", "fixed-memory", "no-multi-memory/memory64/threads/gc")
+
+
 def engine(pool_instances: int) -> tuple[Any, int]:
     """The runtime's wasmtime-py ``Engine`` (fuel, epochs, fixed memory bases) and
     its pool size: 0 when the pool cannot be reserved and memory is on demand.

@@ -1,8 +1,10 @@
 """Runs one ``wasm`` task: module by digest, limits from the submit, ABI call.
 
-Owns the worker's table of loaded agents (filled from the module blob the
-orchestrator attaches to the first dispatch of each digest) and the mapping of
-a submit's ``limits`` onto :class:`Limits`, capped by this worker's maximums.
+Owns the worker's table of loaded agents (filled from the module blob and the
+canonical manifest blob the orchestrator attaches to the first dispatch of each
+digest) and the mapping of a submit's ``limits`` onto :class:`Limits`, capped by
+this worker's maximums and the agent's manifest limits (computed once per agent,
+so a task pays nothing more for them).
 The output the guest returns must be one msgpack value; it is spliced into the
 result body as is, so the client decodes it without a second envelope. The
 submit's ``seed`` seeds ``we.random``; ``we.emit`` values go to the loop's
@@ -12,6 +14,8 @@ its error: later tasks naming it get the same one (its bytes were sent once).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 
@@ -22,6 +26,7 @@ from wasm_engine import messages as M
 from wasm_engine.codec import packb
 from wasm_engine.envelope import Envelope
 from wasm_engine.errors import WasmEngineError
+from wasm_engine.manifest import Manifest, agent_digest, parse_manifest
 from wasm_engine.tasks import Emit
 
 from .runtime import Agent, Limits, WasmRuntime
@@ -59,8 +64,10 @@ class WasmHandler:
     def __init__(self, runtime: WasmRuntime, limits: WorkerLimits | None = None) -> None:
         self.runtime = runtime
         self.limits = limits or WorkerLimits()
-        self.agents: dict[str, Agent] = {}
-        self.modules: dict[str, bytes] = {}  # received, not compiled yet
+        # digest -> the loaded agent and its task limits (the worker's, capped by its manifest)
+        self.agents: dict[str, tuple[Agent, WorkerLimits]] = {}
+        self.modules: dict[str, tuple[bytes, bytes | None]] = {}  # received, not compiled yet
+        self.manifests: dict[str, Manifest] = {}
         self.refused: dict[str, WasmEngineError] = {}  # digest -> why it did not load
 
     def capabilities(self) -> list[str]:
@@ -70,34 +77,68 @@ class WasmHandler:
         """Keep the module blob of a first dispatch even if that task never runs
         (cancelled before it started): the orchestrator sends each module once."""
         if len(env.blobs) > 1 and dispatch.agent and dispatch.agent not in self.agents:
-            self.modules[dispatch.agent] = env.blobs[1]
+            manifest = env.blobs[2] if len(env.blobs) > 2 else None
+            self.modules[dispatch.agent] = (env.blobs[1], manifest)
 
-    def _agent(self, digest: str) -> Agent:
+    def agent_limits(self, manifest: Manifest) -> WorkerLimits:
+        """This worker's limits capped by a manifest's: its limits become the task
+        defaults and the most a task may ask for (never above this worker's)."""
+        mine, asked = self.limits, manifest.limits
+        fuel = min(int(asked.get("fuel", mine.max_fuel)), mine.max_fuel)
+        timeout = min(float(asked.get("timeout", mine.max_timeout_s)), mine.max_timeout_s)
+        memory = min(int(asked.get("memory", mine.max_memory_bytes)), mine.max_memory_bytes)
+        return dataclasses.replace(
+            mine,
+            fuel=fuel if "fuel" in asked else min(mine.fuel, fuel),
+            max_fuel=fuel,
+            timeout_s=timeout if "timeout" in asked else min(mine.timeout_s, timeout),
+            max_timeout_s=timeout,
+            memory_bytes=memory if "memory" in asked else min(mine.memory_bytes, memory),
+            max_memory_bytes=memory,
+        )
+
+    def _agent(self, digest: str) -> tuple[Agent, WorkerLimits]:
         found = self.agents.get(digest)
         if found is not None:
             return found
         refused = self.refused.get(digest)
         if refused is not None:
             raise WasmEngineError(refused.code, refused.message, detail=dict(refused.detail))
-        module = self.modules.pop(digest, None)
-        if module is None:
+        sent = self.modules.pop(digest, None)
+        if sent is None:
             raise WasmEngineError(
                 E.WASM_AGENT_MISSING, f"agent {digest} was never sent to this worker"
             )
+        module, raw_manifest = sent
         try:
-            agent = self.runtime.load(module)
-            if agent.digest != digest:
-                msg = f"module digest {agent.digest} != {digest}"
+            manifest = Manifest()
+            if raw_manifest is not None:
+                try:
+                    manifest = parse_manifest(json.loads(raw_manifest))
+                except (ValueError, WasmEngineError) as exc:
+                    raise WasmEngineError(E.WASM_BAD_MODULE, f"bad manifest: {exc}") from None
+            agent = self.runtime.load(module, key=digest)
+            # without a manifest (a bare module): the digest is the module's own
+            want = (
+                agent.digest
+                if raw_manifest is None
+                else agent_digest(module, manifest, agent.digest)
+            )
+            if want != digest:
+                msg = f"agent digest {want} != {digest}"
                 raise WasmEngineError(E.WASM_BAD_MODULE, msg)
         except WasmEngineError as err:
             if err.code in (E.WASM_BAD_MODULE, E.WASM_CAPABILITY_DENIED):
                 self.refused[digest] = err
             raise
-        self.agents[digest] = agent
-        return agent
+        loaded = self.agents[digest] = (agent, self.agent_limits(manifest))
+        self.manifests[digest] = manifest
+        return loaded
 
-    def task_limits(self, submit: M.TaskSubmit, deadline_ns: int | None) -> Limits:
-        mine = self.limits
+    def task_limits(
+        self, submit: M.TaskSubmit, deadline_ns: int | None, mine: WorkerLimits | None = None
+    ) -> Limits:
+        mine = mine or self.limits
         asked = submit.limits
         timeout = min(float(asked.get("timeout", mine.timeout_s)), mine.max_timeout_s)
         if deadline_ns is not None:
@@ -121,8 +162,8 @@ class WasmHandler:
         submit = M.parse("task.submit", env.blobs[0])
         if not isinstance(submit, M.TaskSubmit):
             raise WasmEngineError(E.INTERNAL, "registry mismatch for task.submit")
-        agent = self._agent(dispatch.agent or "")
-        limits = self.task_limits(submit, env.header.deadline)
+        agent, caps = self._agent(dispatch.agent or "")
+        limits = self.task_limits(submit, env.header.deadline, caps)
         data = submit.input if isinstance(submit.input, bytes) else NIL
         result = agent.call(data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit)
         output = result.output or NIL

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from wasm_engine import config
@@ -22,11 +23,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wasm-engine-wasm-worker", description=__doc__)
     config.add_arguments(
         parser,
-        ["back", "credits", "heartbeat_interval", "heartbeat_liveness", "worker_name", "log_level"],
+        [
+            "back",
+            "home",
+            "credits",
+            "heartbeat_interval",
+            "heartbeat_liveness",
+            "worker_name",
+            "log_level",
+        ],
     )
     settings = config.from_args(parser.parse_args(argv))
     setup_logging(settings.log_level, "wasm-worker")
-    runtime = WasmRuntime()
+    # compiled modules survive restarts: $WASM_ENGINE_HOME/cache/ (see DiskCache)
+    runtime = WasmRuntime(cache_dir=Path(settings.home) / "cache")
     loop = WorkerLoop(settings, WasmHandler(runtime))
 
     def stop(signum: int, _frame: Any) -> None:

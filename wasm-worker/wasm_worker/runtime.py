@@ -27,7 +27,12 @@ whose types were checked at load, memmove/string_at at a fixed memory base).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
 import threading
+from pathlib import Path
 from typing import Any
 
 import wasmtime
@@ -39,6 +44,7 @@ from wasm_worker.agent import Agent, CallResult, HostAgent, Limits, _err
 from wasm_worker.hostcalls import HostCalls, check_imports
 
 __all__ = ["Agent", "CallResult", "HostAgent", "Limits", "WasmRuntime"]
+log = logging.getLogger("wasm_worker.runtime")
 _POOL_SPARE = 8  # pool slots kept free of reused instances, for fresh calls
 _ABI = {"alloc": (["i32"], ["i32"]), "handle": (["i32", "i32"], ["i64"])}
 
@@ -57,6 +63,7 @@ class WasmRuntime:
         epoch_tick_s: float = 0.005,
         max_module_bytes: int = 32 << 20,
         pool_instances: int = 128,
+        cache_dir: str | Path | None = None,
     ) -> None:
         if epoch_tick_s <= 0:
             raise ValueError("epoch_tick_s must be > 0")
@@ -64,7 +71,9 @@ class WasmRuntime:
         self._engine_ptr = capi.addr(self._engine.ptr())
         self._linker = wasmtime.Linker(self._engine)
         self._hosts = HostCalls(capi.addr(self._linker.ptr()))
-        self._cache: dict[str, Agent] = {}
+        self._cache: dict[str, Agent] = {}  # key (the agent digest, or the module's) -> agent
+        self._compiled: dict[str, tuple[Any, ...]] = {}  # module digest -> Agent args
+        self.disk = DiskCache(Path(cache_dir), self.pool_instances) if cache_dir else None
         self._live: dict[Agent, None] = {}  # agents holding a reused instance, oldest first
         self.epoch_tick_s = epoch_tick_s
         self.max_module_bytes = max_module_bytes
@@ -77,8 +86,9 @@ class WasmRuntime:
         while not self._stop.wait(self.epoch_tick_s):
             capi.increment_epoch(self._engine_ptr)
 
-    def load(self, wasm: bytes) -> Agent:
-        """Compile (once per sha256 digest) and ABI-check a binary module."""
+    def load(self, wasm: bytes, key: str | None = None) -> Agent:
+        """Compile (once per sha256 digest) and ABI-check a binary module; one
+        :class:`Agent` (its reused instance) per ``key``, the module digest by default."""
         if self.closed:
             raise _err(E.INTERNAL, "runtime is closed")
         if not isinstance(wasm, bytes | bytearray | memoryview):
@@ -89,16 +99,32 @@ class WasmRuntime:
         if wasm[:4] != b"\0asm":
             raise _err(E.WASM_BAD_MODULE, "not a wasm binary (no \\0asm magic; WAT is refused)")
         digest = "sha256:" + hashlib.sha256(wasm).hexdigest()
-        if digest not in self._cache:
-            self._cache[digest] = self._compile(wasm, digest)
-        return self._cache[digest]
+        key = key or digest
+        found = self._cache.get(key)
+        if found is None:
+            args = self._compiled.get(digest)
+            if args is None:
+                args = self._compiled[digest] = self._compile(wasm, digest)
+            kind, *rest = args
+            found = self._cache[key] = kind(self, digest, *rest)
+        return found
 
-    def _compile(self, wasm: bytes, digest: str) -> Agent:
+    def _module(self, wasm: bytes, digest: str) -> wasmtime.Module:
+        if self.disk is not None:
+            cached = self.disk.load(self._engine, digest)
+            if cached is not None:
+                return cached
+        module = wasmtime.Module(self._engine, wasm)
+        if self.disk is not None:
+            self.disk.store(digest, module)
+        return module
+
+    def _compile(self, wasm: bytes, digest: str) -> tuple[Any, ...]:
         def bad(message: str, **detail: Any) -> WasmEngineError:
             return _err(E.WASM_BAD_MODULE, message, digest=digest, **detail)
 
         try:
-            module = wasmtime.Module(self._engine, wasm)
+            module = self._module(wasm, digest)
         except wasmtime.WasmtimeError as e:
             raise bad(f"invalid module: {e}") from None
         uses_host = check_imports(module, digest)
@@ -118,7 +144,7 @@ class WasmRuntime:
             raise bad(f"cannot link module: {e}") from None
         idx = tuple([e.name for e in module.exports].index(n) for n in capi.EXPORT_NAMES)
         kind = HostAgent if uses_host else Agent
-        return kind(self, digest, (module, pre), idx, mem.limits.min * mem.page_size)
+        return kind, (module, pre), idx, mem.limits.min * mem.page_size
 
     def _admit(self, agent: Agent) -> None:
         if self.pool_instances and len(self._live) >= self.pool_instances - _POOL_SPARE:
@@ -138,3 +164,59 @@ class WasmRuntime:
             for agent in self._cache.values():
                 agent.reset()
             self._cache.clear()
+            self._compiled.clear()
+
+
+class DiskCache:
+    """Compiled modules (``Module.serialize()``) on disk, one file per module digest,
+    wasmtime version and engine configuration, all three in the file name. A file
+    starts with the sha256 of the rest: only a file this cache wrote whole is ever
+    deserialized (deserializing runs native code unchecked); a torn, corrupt or
+    refused file is removed and the module compiled again. Writes are atomic
+    (temp file + rename), so workers sharing the folder never see half a file.
+    """
+
+    MAGIC = b"we-cwasm1\n"
+
+    def __init__(self, root: Path, pool_instances: int) -> None:
+        self.root = root
+        version = importlib.metadata.version("wasmtime")
+        flags = (capi.TABLE_ELEMENTS, capi.KEEP_RESIDENT, pool_instances, *capi.ENGINE_FLAGS)
+        config = repr((version, platform.machine(), *flags))
+        self.suffix = f"-wt{version}-{hashlib.sha256(config.encode()).hexdigest()[:16]}.cwasm"
+        self.hits = self.misses = 0
+
+    def path(self, digest: str) -> Path:
+        return self.root / (digest.removeprefix("sha256:") + self.suffix)
+
+    def load(self, engine: wasmtime.Engine, digest: str) -> wasmtime.Module | None:
+        path = self.path(digest)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        head, body = data[: len(self.MAGIC) + 32], data[len(self.MAGIC) + 32 :]
+        try:
+            if head != self.MAGIC + hashlib.sha256(body).digest():
+                raise ValueError("checksum mismatch")
+            module = wasmtime.Module.deserialize(engine, body)
+        except (ValueError, wasmtime.WasmtimeError) as exc:
+            log.warning("compiled-module cache: dropping %s (%s)", path.name, exc)
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return module
+
+    def store(self, digest: str, module: wasmtime.Module) -> None:
+        path = self.path(digest)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            body = bytes(module.serialize())
+            tmp.write_bytes(self.MAGIC + hashlib.sha256(body).digest() + body)
+            os.replace(tmp, path)
+        except (OSError, wasmtime.WasmtimeError) as exc:  # a cache: never fail the task
+            log.warning("compiled-module cache: cannot write %s (%s)", path, exc)
+            tmp.unlink(missing_ok=True)
