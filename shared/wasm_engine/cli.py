@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = command("bench", "run a benchmark (or 'all')", [], 0.0)
     bn.add_argument("name")
     bn.add_argument("--json", action="store_true")
-    bn.add_argument("args", nargs="*", help="after --: passed to the bench script")
+    bn.set_defaults(args=[])  # options it does not know go to the bench script
     bn.set_defaults(fn=cmd_bench)
     return p
 
@@ -284,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         env_defaults(parser, os.environ)
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.args = [a for a in extra if a != "--"]
     except ValueError as exc:  # a bad value in the environment
         sys.stderr.write(f"wasm-engine: {exc}\n")
         return 2

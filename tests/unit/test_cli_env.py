@@ -40,3 +40,23 @@ def test_a_bad_value_names_the_variable() -> None:
 def test_main_answers_a_bad_variable_with_exit_code_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WASM_ENGINE_SEED", "x")
     assert cli.main(["run", "a.wasm"]) == 2
+
+
+def test_unknown_options_are_refused_except_for_bench() -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["status", "--bogus"])
+    assert exc.value.code == 2
+
+
+def test_bench_passes_unknown_options_to_its_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_bench(name: str, *, as_json: bool, extra: list[str]) -> int:
+        seen.update(name=name, as_json=as_json, extra=extra)
+        return 0
+
+    from wasm_engine import benchmark
+
+    monkeypatch.setattr(benchmark, "main", fake_bench)
+    assert cli.main(["bench", "tiny-tasks", "--json", "--", "--count", "5", "--no-ray"]) == 0
+    assert seen == {"name": "tiny-tasks", "as_json": True, "extra": ["--count", "5", "--no-ray"]}
