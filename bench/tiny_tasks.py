@@ -6,8 +6,10 @@
     WASM agent, 64 in flight, one client: once with a fresh instance per task
     (the isolation default) and once with instance reuse;
 (c) Ray's no-op ``@ray.remote`` task, 64 in flight (skipped when Ray is absent);
-plus p50/p99 latency with one task in flight for (a) and (b). Each throughput is
-the median of ``--repeat`` runs (3) inside this one run.
+plus p50/p99 latency with one task in flight for (a) and (b). (a) and (b) run in
+``--repeat`` (5) alternating rounds inside this one run: throughputs are medians,
+``stack_vs_raw_zmq`` is the median of the rounds' ratios (each pairs two
+measurements taken seconds apart, so a drift in the machine's load hits both).
 Ratios: ``stack_vs_ray`` (fresh instances, as Ray gives no reuse either) and
 ``stack_vs_raw_zmq`` (reuse, the transport-bound case), both throughput ratios.
 """
@@ -51,59 +53,62 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def raw_zmq(count: int, window: int, folder: str, repeat: int) -> tuple[float, list[float]]:
-    endpoint = f"ipc://{folder}/echo.sock"
-    server = mp.get_context("spawn").Process(target=_echo_server, args=(endpoint,), daemon=True)
-    server.start()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.connect(endpoint)
+class RawEcho:
+    """The baseline: a DEALER client against a ROUTER echo server in another process."""
 
-    def send(i: int) -> None:
+    def __init__(self, folder: str) -> None:
+        endpoint = f"ipc://{folder}/echo.sock"
+        ctx = mp.get_context("spawn")
+        self.server = ctx.Process(target=_echo_server, args=(endpoint,), daemon=True)
+        self.server.start()
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.connect(endpoint)
+        self.send(-1)
+        self.recv()  # connected and warm
+
+    def send(self, i: int) -> None:
         header = msgpack.packb(
             {"v": [1, 0], "id": str(i), "type": "task.submit", "ts": time.time_ns()}
         )
-        sock.send_multipart([b"WE/1", header, msgpack.packb({"task_id": str(i), "input": b"\xc0"})])
+        body = msgpack.packb({"task_id": str(i), "input": b"\xc0"})
+        self.sock.send_multipart([b"WE/1", header, body])
 
-    def recv() -> None:
-        frames = sock.recv_multipart()
+    def recv(self) -> None:
+        frames = self.sock.recv_multipart()
         msgpack.unpackb(frames[1])
 
-    send(-1)
-    recv()  # connected and warm
-    rates = []
-    for _ in range(repeat):
+    def rate(self, count: int, window: int) -> float:
         sent = done = 0
         t0 = time.perf_counter()
         while done < count:
             while sent < count and sent - done < window:
-                send(sent)
+                self.send(sent)
                 sent += 1
-            recv()
+            self.recv()
             done += 1
-        rates.append(count / (time.perf_counter() - t0))
-    rate = median(rates)
-    lat = []
-    for i in range(min(count, 2000)):
-        t = time.perf_counter()
-        send(i)
-        recv()
-        lat.append((time.perf_counter() - t) * 1e6)
-    sock.send_multipart([b"WE/1", b"", b"stop"])
-    server.join(5)
-    sock.close(0)
-    ctx.term()
-    return rate, lat
+        return count / (time.perf_counter() - t0)
+
+    def latency(self, n: int) -> list[float]:
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            self.send(i)
+            self.recv()
+            lat.append((time.perf_counter() - t) * 1e6)
+        return lat
+
+    def close(self) -> None:
+        self.sock.send_multipart([b"WE/1", b"", b"stop"])
+        self.server.join(5)
+        self.sock.close(0)
+        self.ctx.term()
 
 
-def stack_run(client: Client, agent: Any, count: int, window: int, repeat: int) -> float:
-    client.run_many(agent, range(500), window=window)  # warm: module compiled and cached
-    rates = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        client.run_many(agent, range(count), window=window)
-        rates.append(count / (time.perf_counter() - t0))
-    return median(rates)
+def stack_run(client: Client, agent: Any, count: int, window: int) -> float:
+    t0 = time.perf_counter()
+    client.run_many(agent, range(count), window=window)
+    return count / (time.perf_counter() - t0)
 
 
 def stack_latency(client: Client, agent: Any, n: int) -> list[float]:
@@ -153,7 +158,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--latency-samples", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each path; the median counts")
+    ap.add_argument("--repeat", type=int, default=5, help="alternating rounds; medians count")
     ap.add_argument("--no-ray", action="store_true")
     a = ap.parse_args()
     import wasmtime
@@ -162,31 +167,47 @@ def main() -> None:
     figures: dict[str, Any] = {
         "count": a.count, "window": a.window, "wasm_workers": a.workers, "repeat": a.repeat,
     }  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="we-bench-") as folder:
-        raw_rate, raw_lat = raw_zmq(a.count, a.window, folder, a.repeat)
-    figures["raw_zmq_tasks_per_s"] = round(raw_rate)
-    figures["raw_zmq_p50_us"] = round(percentile(raw_lat, 50), 1)
-    figures["raw_zmq_p99_us"] = round(percentile(raw_lat, 99), 1)
-    with LocalStack(a.workers) as stack, Client(stack.front) as client:
+    raw_rates: list[float] = []
+    fresh_rates: list[float] = []
+    reuse_rates: list[float] = []
+    round_ratios: list[float] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="we-bench-") as folder,
+        LocalStack(a.workers) as stack,
+        Client(stack.front) as client,
+    ):
+        raw = RawEcho(folder)
         fresh = client.put_agent(noop, name="noop")
         # the same code as another agent: instance reuse is declared per agent (module
         # bytes), so the reuse variant carries a custom section to get its own digest
         reuse = client.put_agent(noop + CUSTOM_SECTION, name="noop-reuse", reuse=True)
-        figures["stack_fresh_tasks_per_s"] = round(
-            stack_run(client, fresh, a.count, a.window, a.repeat)
-        )
-        figures["stack_reuse_tasks_per_s"] = round(
-            stack_run(client, reuse, a.count, a.window, a.repeat)
-        )
+        for agent in (fresh, reuse):  # warm: modules compiled and cached on the worker
+            client.run_many(agent, range(500), window=a.window)
+        # rounds alternate baseline and stack, so a drift in the machine's load hits both;
+        # each round's ratio pairs measurements taken seconds apart
+        for _ in range(a.repeat):
+            raw_rates.append(raw.rate(a.count, a.window))
+            reuse_rates.append(stack_run(client, reuse, a.count, a.window))
+            fresh_rates.append(stack_run(client, fresh, a.count, a.window))
+            round_ratios.append(reuse_rates[-1] / raw_rates[-1])
+        raw_lat = raw.latency(min(a.count, 2000))
+        raw.close()
         lat = stack_latency(client, reuse, a.latency_samples)
-        figures["stack_p50_us"] = round(percentile(lat, 50), 1)
-        figures["stack_p99_us"] = round(percentile(lat, 99), 1)
         lat_fresh = stack_latency(client, fresh, a.latency_samples)
-        figures["stack_fresh_p50_us"] = round(percentile(lat_fresh, 50), 1)
-    ray_rate = None if a.no_ray else ray_run(a.count, a.window, a.repeat)
+    raw_rate = median(raw_rates)
+    figures["raw_zmq_tasks_per_s"] = round(raw_rate)
+    figures["raw_zmq_p50_us"] = round(percentile(raw_lat, 50), 1)
+    figures["raw_zmq_p99_us"] = round(percentile(raw_lat, 99), 1)
+    figures["stack_fresh_tasks_per_s"] = round(median(fresh_rates))
+    figures["stack_reuse_tasks_per_s"] = round(median(reuse_rates))
+    figures["stack_p50_us"] = round(percentile(lat, 50), 1)
+    figures["stack_p99_us"] = round(percentile(lat, 99), 1)
+    figures["stack_fresh_p50_us"] = round(percentile(lat_fresh, 50), 1)
+    figures["stack_vs_raw_zmq_per_round"] = [round(r, 3) for r in round_ratios]
+    ray_rate = None if a.no_ray else ray_run(a.count, a.window, min(a.repeat, 3))
     figures["ray_tasks_per_s"] = round(ray_rate) if ray_rate else None
     ratios = {
-        "stack_vs_raw_zmq": round(figures["stack_reuse_tasks_per_s"] / raw_rate, 3),
+        "stack_vs_raw_zmq": round(median(round_ratios), 3),
         "stack_fresh_vs_raw_zmq": round(figures["stack_fresh_tasks_per_s"] / raw_rate, 3),
         "stack_vs_ray": round(figures["stack_fresh_tasks_per_s"] / ray_rate, 2)
         if ray_rate
