@@ -83,15 +83,6 @@ class TaskQueue:
                 return task
         return None
 
-    def peek(self) -> Task | None:
-        heap = self._heap
-        while heap:
-            task = heap[0][2]
-            if task.state is State.QUEUED and task.worker is None:
-                return task
-            heapq.heappop(heap)
-        return None
-
 
 class Retention:
     """Finished tasks kept for ``ttl_ns`` (and at most ``max_tasks``) to answer

@@ -77,17 +77,6 @@ def publisher(
     return sock
 
 
-def subscriber(
-    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, topics: Sequence[bytes] = (b"",)
-) -> zmq.Socket[bytes]:
-    sock = ctx.socket(zmq.SUB)
-    _common(sock, 0)
-    for topic in topics:
-        sock.setsockopt(zmq.SUBSCRIBE, topic)
-    sock.connect(endpoint)
-    return sock
-
-
 def _bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://") :]

@@ -1,5 +1,6 @@
 """Faults around the orchestrator on a real stack: a killed orchestrator, a client that vanishes,
-and the known bugs of workers re-registering (a rejoining worker, a long outage).
+and regressions of workers re-registering (a rejoining worker, a long outage), bugs these
+tests found and that are fixed.
 
 Every test runs a :class:`LocalStack` (a real orchestrator and real wasm-worker processes on
 ``ipc://`` endpoints in a private folder) and talks to it through the real SDK or a raw ZeroMQ
@@ -102,7 +103,7 @@ def test_client_closed_mid_task_is_counted_and_orchestrator_keeps_serving(
         assert observer.status()["counters"]["completed"] == 2
 
 
-# ---------------------------------------------------------------------------- 8. known bugs
+# ---------------------------------------------------------------------------- 8. regressions
 
 
 @pytest.mark.e2e

@@ -1,9 +1,14 @@
-"""Fixtures for the unit tests: ``h``, a scheduler :class:`Harness` with the test agent stored."""
+"""Fixtures for the unit tests: ``h``, a scheduler :class:`Harness` with the test agent stored;
+``rt``, a wasm runtime in each allocation mode (pooled and on demand)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from scheduler_harness import Harness
+
+from wasm_worker.runtime import WasmRuntime
 
 
 @pytest.fixture
@@ -11,3 +16,10 @@ def h() -> Harness:
     harness = Harness()
     harness.put_agent()
     return harness
+
+
+@pytest.fixture(scope="module", params=[64, 0], ids=["pooled", "on-demand"])
+def rt(request: pytest.FixtureRequest) -> Iterator[WasmRuntime]:
+    runtime = WasmRuntime(epoch_tick_s=0.002, pool_instances=request.param)
+    yield runtime
+    runtime.close()

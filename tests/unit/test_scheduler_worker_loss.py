@@ -270,7 +270,7 @@ def test_bye_requeues_returned_tasks_without_counting_an_attempt(h: Harness) -> 
     assert [(d.msg.task_id, d.msg.attempt) for d in again] == [("t1", 1), ("t2", 2)]
 
 
-# ---------------------------------------------------------------------- known bugs
+# ------------------------------------------------ regressions (bugs these tests found, fixed)
 
 
 def test_a_reply_naming_another_worker_s_dispatch_does_not_orphan_the_task(h: Harness) -> None:

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -54,13 +53,6 @@ def stream(seed: int, n: int) -> bytes:
 def limits(**kw: int) -> Limits:
     base = {k: getattr(FAST, k) for k in ("fuel", "timeout_s", "memory_bytes", "max_output")}
     return Limits(**(base | kw))
-
-
-@pytest.fixture(scope="module", params=[64, 0], ids=["pooled", "on-demand"])
-def rt(request: pytest.FixtureRequest) -> Iterator[WasmRuntime]:
-    runtime = WasmRuntime(epoch_tick_s=0.002, pool_instances=request.param)
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ def wat2wasm(text: str) -> bytes:
 
 def wasm(name: str) -> bytes:
     return wat2wasm((WAT / f"{name}.wat").read_text())
-
-
-@pytest.fixture(scope="module", params=[64, 0], ids=["pooled", "on-demand"])
-def rt(request: pytest.FixtureRequest) -> Iterator[WasmRuntime]:
-    runtime = WasmRuntime(epoch_tick_s=0.002, pool_instances=request.param)
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture(scope="module")
