@@ -284,6 +284,8 @@ class WorkerLoop:
         self._send(header, body)
 
     def _bye(self) -> None:
+        if self._sock is not None:  # dispatches still queued in the socket were received too
+            self._drain(self._sock)
         returned = [d.task_id for d, _ in self.pending]
         self.pending.clear()
         log.info("saying bye, handing back %d tasks", len(returned))
