@@ -1,10 +1,11 @@
 """The agent module store: WASM modules by content digest, bounded in bytes.
 
 An agent is a module plus its manifest (``wasm_engine.manifest``), addressed by
-the digest of both. Clients put it once (``agent.put``); the scheduler attaches
-the module and the canonical manifest to the first dispatch of that digest to
-each worker, so workers never ask for it and a restarted worker gets it again
-with its first task.
+the digest of both, or by its manifest name (the latest put under that name:
+how agents name each other in ``we.spawn``). Clients put it once
+(``agent.put``); the scheduler attaches the module and the canonical manifest to
+the first dispatch of that digest to each worker, so workers never ask for it
+and a restarted worker gets it again with its first task.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AgentStore:
         self.max_bytes = max_bytes
         self.used = 0
         self._agents: dict[str, StoredAgent] = {}
+        self._named: dict[str, StoredAgent] = {}
 
     def put(self, digest: str, manifest: Manifest, module: bytes) -> StoredAgent:
         if agent_digest(module, manifest) != digest:
@@ -65,10 +67,16 @@ class AgentStore:
         agent = StoredAgent(digest, manifest, module, manifest.canonical_bytes())
         self.used += len(module)
         self._agents[digest] = agent
+        if manifest.name:
+            self._named[manifest.name] = agent  # the latest put of a name is the name
         return agent
 
     def get(self, digest: str) -> StoredAgent | None:
         return self._agents.get(digest)
+
+    def find(self, ref: str) -> StoredAgent | None:
+        """By digest (``sha256:…``), else by manifest name (the latest put under it)."""
+        return self._agents.get(ref) or self._named.get(ref)
 
     def describe(self) -> list[dict[str, object]]:
         return [a.describe() for a in self._agents.values()]

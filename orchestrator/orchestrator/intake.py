@@ -31,32 +31,49 @@ class Intake:
         self.sched = sched
         self._seq = itertools.count()
 
-    def submit(self, peer: bytes, header: Header, body: bytes, msg: TaskSubmit, now: int) -> None:
+    def submit(
+        self,
+        peer: bytes,
+        header: Header,
+        body: bytes,
+        msg: TaskSubmit,
+        now: int,
+        side: int = FRONT,
+        parent: Task | None = None,
+    ) -> Task | None:
+        """Queue a task (a client's, or with ``side`` BACK a running task's child);
+        the new task, or None when it was answered at once (duplicate, refusal)."""
         s = self.sched
         s.counters["submitted"] += 1
         known = s.tasks.get(msg.task_id)
         if known is not None:
-            self._duplicate(known, peer, header, body, msg, now)
-            return
+            self._duplicate(known, side, peer, header, body, msg, now)
+            return None
         deadline = header.deadline
         if deadline is not None and deadline <= now:
-            s.error(
-                FRONT,
-                peer,
-                header.id,
-                WasmEngineError(E.TASK_DEADLINE, "deadline already passed"),
-                header.trace,
-            )
-            return
+            err = WasmEngineError(E.TASK_DEADLINE, "deadline already passed")
+            s.error(side, peer, header.id, err, header.trace)
+            return None
         agent = None
         if msg.kind == "wasm":
-            agent = msg.agent
-            if agent is None or s.agents.get(agent) is None:
+            stored = s.agents.find(msg.agent or "")
+            if stored is None:
                 err = WasmEngineError(
-                    E.WASM_AGENT_MISSING, f"agent {agent} not stored: send agent.put first"
+                    E.WASM_AGENT_MISSING,
+                    f"agent {msg.agent} not stored: send agent.put first",
+                    detail={"agent": msg.agent},
                 )
-                s.error(FRONT, peer, header.id, err, header.trace)
-                return
+                s.error(side, peer, header.id, err, header.trace)
+                return None
+            agent = stored.digest
+        elif not s.workers.serving(str(msg.model)):
+            err = WasmEngineError(
+                E.INFER_MODEL_MISSING,
+                f"no worker serves model {msg.model!r}",
+                detail={"model": msg.model},
+            )
+            s.error(side, peer, header.id, err, header.trace)
+            return None
         key = "wasm" if msg.kind == "wasm" else str(msg.model)
         queue = s.queues.get(key)
         if queue is None:
@@ -75,8 +92,8 @@ class Intake:
                 f"queue {key!r} is full ({queue.limit} tasks)",
                 detail={"queue": key, "depth": queue.depth},
             )
-            s.error(FRONT, peer, header.id, err, header.trace)
-            return
+            s.error(side, peer, header.id, err, header.trace)
+            return None
         task = Task(
             msg.task_id,
             msg.kind,
@@ -91,6 +108,9 @@ class Intake:
             now,
             seq=next(self._seq),
             queued_at=now,
+            side=side,
+            parent_task=parent,
+            depth=parent.depth + 1 if parent is not None else 0,
         )
         s.tasks[task.task_id] = task
         queue.push(task)
@@ -104,18 +124,30 @@ class Intake:
             queue=key,
             priority=task.priority,
             parent=header.parent,
+            parent_task=parent.task_id if parent is not None else None,
+            kind=task.kind,
+            agent=agent,
+            model=msg.model,
         )
         if msg.ack:
-            self._ack(task, peer, header.id, "queued")
+            self._ack(task, side, peer, header.id, "queued")
         s.pump(now)
+        return task
 
-    def _ack(self, task: Task, peer: bytes, parent: str, state: str) -> None:
+    def _ack(self, task: Task, side: int, peer: bytes, parent: str, state: str) -> None:
         s = self.sched
         header = make_header("task.ack", parent=parent, trace=task.trace, sender=s.name)
-        s.send(FRONT, peer, header, TaskAck(task.task_id, state).pack())
+        s.send(side, peer, header, TaskAck(task.task_id, state).pack())
 
     def _duplicate(
-        self, task: Task, peer: bytes, header: Header, body: bytes, msg: TaskSubmit, now: int
+        self,
+        task: Task,
+        side: int,
+        peer: bytes,
+        header: Header,
+        body: bytes,
+        msg: TaskSubmit,
+        now: int,
     ) -> None:
         s = self.sched
         s.counters["duplicates"] += 1
@@ -123,14 +155,14 @@ class Intake:
             err = WasmEngineError(
                 E.TASK_CONFLICT, f"task_id {task.task_id!r} was submitted with another body"
             )
-            s.error(FRONT, peer, header.id, err, header.trace)
+            s.error(side, peer, header.id, err, header.trace)
             return
         if task.reply is not None:
-            s.deliver(task, task.reply, peer, header.id)
+            s.deliver(task, task.reply, side, peer, header.id)
             return
-        task.waiters.append((peer, header.id))
+        task.waiters.append((side, peer, header.id))
         if msg.ack:
-            self._ack(task, peer, header.id, "duplicate")
+            self._ack(task, side, peer, header.id, "duplicate")
 
     def cancel(self, peer: bytes, header: Header, task_id: str, now: int) -> None:
         s = self.sched

@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "heartbeat_liveness",
             "queue_limit",
             "max_attempts",
+            "max_depth",
             "result_ttl",
             "log_level",
         ],

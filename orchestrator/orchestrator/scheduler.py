@@ -30,7 +30,7 @@ from typing import Any
 from wasm_engine import errors as E
 from wasm_engine.config import Settings
 from wasm_engine.errors import WasmEngineError
-from wasm_engine.messages import Error, TaskCancel, TaskDispatch
+from wasm_engine.messages import Error, TaskCancel, TaskDispatch, TaskSubmit
 from wasm_engine.protocol import Header, make_header
 
 from .agents import AgentStore
@@ -141,6 +141,7 @@ class Scheduler(Outbox):
         )
 
     def requeue(self, task: Task, now: int, *, penalty: bool) -> None:
+        self.unlend(task)
         if not penalty:
             task.attempts -= 1
         task.worker = None
@@ -179,6 +180,7 @@ class Scheduler(Outbox):
         self.send(BACK, task.worker, header, TaskCancel(task.task_id).pack())
 
     def _finish(self, task: Task, reply: Reply, now: int, code: str | None = None) -> None:
+        self.unlend(task)
         task.state = State.DONE
         task.reply = reply
         task.finished_at = now
@@ -196,14 +198,61 @@ class Scheduler(Outbox):
             total_us=(now - task.submitted_at) // 1000,
             run_us=(now - task.started_at) // 1000 if task.started_at else 0,
         )
-        self.deliver(task, reply, task.client, task.submit_id)
-        for peer, parent in task.waiters:
-            self.deliver(task, reply, peer, parent)
+        self.deliver(task, reply, task.side, task.client, task.submit_id)
+        for side, peer, parent in task.waiters:
+            self.deliver(task, reply, side, peer, parent)
         task.waiters.clear()
+        up = task.parent_task
+        if up is not None and up.waiting_on > 0:  # a child answered: its parent may run on
+            if up.waiting_on == 1:
+                self.unlend(up)
+            else:
+                up.waiting_on -= 1
 
-    def deliver(self, task: Task, reply: Reply, peer: bytes, parent: str) -> None:
+    def deliver(self, task: Task, reply: Reply, side: int, peer: bytes, parent: str) -> None:
         header = make_header(reply.type, parent=parent, trace=task.trace, sender=self.name)
-        self.send(FRONT, peer, header, reply.body, reply.blobs)
+        self.send(side, peer, header, reply.body, reply.blobs)
+
+    # ------------------------------------------------------------------ children
+    def child_submit(
+        self, worker: Worker, header: Header, body: bytes, msg: TaskSubmit, now: int
+    ) -> None:
+        """A running task asks for another (``we.spawn``, ``we.generate``…): queue it,
+        answer to the worker, and lend the parent's credit until its children answer,
+        so a worker whose tasks all wait on children still takes those children."""
+        dispatch = header.parent or ""
+        parent = self.dispatches.get(dispatch)
+        if parent is None or parent.worker != worker.peer or parent.state is not State.RUNNING:
+            err = WasmEngineError(
+                E.TASK_NOT_FOUND,
+                "a child request must name a dispatch its worker is running as parent",
+                detail={"parent": dispatch},
+            )
+            self.error(BACK, worker.peer, header.id, err, header.trace)
+            return
+        if parent.depth + 1 > self.settings.max_depth:
+            err = WasmEngineError(
+                E.TASK_TOO_DEEP,
+                f"child requests nest deeper than {self.settings.max_depth}",
+                detail={"depth": parent.depth + 1, "limit": self.settings.max_depth},
+            )
+            self.error(BACK, worker.peer, header.id, err, header.trace)
+            return
+        child = self.intake.submit(worker.peer, header, body, msg, now, BACK, parent)
+        if child is not None:
+            parent.waiting_on += 1
+            if parent.waiting_on == 1:
+                worker.lent += 1
+                self.pump(now)
+
+    def unlend(self, task: Task) -> None:
+        """``task`` waits on no child any more (answered, or it left its worker)."""
+        if task.waiting_on <= 0:
+            return
+        task.waiting_on = 0
+        worker = self.workers.get(task.worker) if task.worker is not None else None
+        if worker is not None and worker.lent > 0:
+            worker.lent -= 1
 
     # ------------------------------------------------------------------ back
     def worker_reply(
@@ -236,7 +285,7 @@ class Scheduler(Outbox):
             head = make_header(
                 header.type, parent=task.submit_id, trace=task.trace, sender=self.name
             )
-            self.send(FRONT, task.client, head, body, blobs)
+            self.send(task.side, task.client, head, body, blobs)
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: int) -> None:

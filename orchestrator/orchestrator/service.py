@@ -194,6 +194,10 @@ class Orchestrator:
             elif type_ == "task.event":
                 if worker is not None:
                     sched.worker_event(worker, header, env.body, env.blobs)
+            elif type_ == "task.submit":  # a running task's child request
+                if worker is None:
+                    raise WasmEngineError(E.WORKER_UNKNOWN, "task.submit before worker.hello")
+                sched.child_submit(worker, header, env.body, _parse(M.TaskSubmit, env), now)
             elif type_ == "worker.heartbeat":
                 sched.heartbeat(peer, header, _parse(M.WorkerHeartbeat, env), now)
             elif type_ == "worker.hello":

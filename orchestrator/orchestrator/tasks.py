@@ -51,7 +51,11 @@ class Task:
     started_at: int = 0
     reply: Reply | None = None
     finished_at: int = 0
-    waiters: list[tuple[bytes, str]] = field(default_factory=list)  # duplicate submits
+    waiters: list[tuple[int, bytes, str]] = field(default_factory=list)  # duplicate submits
+    side: int = 0  # the socket its submitter is on: FRONT (a client) or BACK (a worker's task)
+    parent_task: Task | None = None  # the running task that asked for this one (a child)
+    depth: int = 0  # 0 for a client's task, parent's + 1 for a child
+    waiting_on: int = 0  # its children not answered yet (while > 0 its credit is lent)
 
 
 class TaskQueue:

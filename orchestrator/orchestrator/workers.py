@@ -31,10 +31,15 @@ class Worker:
     agents: set[str] = field(default_factory=set)  # module digests sent to it
     state: str = "ready"  # ready | draining
     completed: int = 0
+    lent: int = 0  # its tasks now waiting on child requests: their credits are lent
 
     @property
     def free(self) -> int:
-        return self.credits - len(self.inflight) if self.state == "ready" else 0
+        if self.state != "ready":
+            return 0
+        # a task waiting on its children does not count: the tasks it holds that
+        # compute stay within its credits, and a chain of waiting parents never starves
+        return self.credits - len(self.inflight) + self.lent
 
     def serves(self, queue: str) -> bool:
         if self.kind == "wasm":
@@ -49,6 +54,7 @@ class Worker:
             "state": self.state,
             "credits": self.credits,
             "inflight": len(self.inflight),
+            "waiting": self.lent,
             "completed": self.completed,
             "heartbeat_age_s": round(self.liveness.age_s(now), 3),
             "capabilities": self.capabilities,

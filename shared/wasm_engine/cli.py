@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
             "wasm_workers",
             "inference_workers",
             "credits",
+            "concurrency",
             "heartbeat_interval",
             "heartbeat_liveness",
         ],

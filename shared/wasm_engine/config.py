@@ -32,8 +32,10 @@ class Settings:
     heartbeat_interval: float = 1.0  # seconds between heartbeats, both ways
     heartbeat_liveness: int = 3  # missed intervals before a peer is dead
     credits: int = 16  # tasks a worker may hold at once (worker side)
+    concurrency: int = 1  # tasks one worker computes at once, on threads (worker side)
     queue_limit: int = 10_000  # queued tasks per kind before task.overloaded
     max_attempts: int = 3  # dispatches of a task before task.worker_lost
+    max_depth: int = 8  # child requests (spawn…) nested at most this deep: task.too_deep
     result_ttl: float = 300.0  # seconds a finished task answers duplicates
     worker_name: str = ""  # default: <kind>-<host>-<pid>
     log_level: str = "INFO"

@@ -3,10 +3,12 @@
 A manifest sits beside the module (``agent.wasm`` + ``agent.toml`` or
 ``agent.json``) and declares ``name``, ``version``, ``reuse``, ``[limits]``
 (``fuel``, ``timeout`` in seconds, ``memory`` in bytes: the defaults of this
-agent's tasks and the most a task may ask for) and ``[grants]`` (``models``,
-``agents``, ``files``: recorded and carried to workers; no host call enforces them
-yet). The agent's identity is :func:`agent_digest` of the module bytes and the
-canonical manifest, so another ``reuse``, limit or grant is another agent.
+agent's tasks and the most a task may ask for; ``children``: child requests per
+task) and ``[grants]`` (``agents`` it may spawn/send to and ``models`` it may
+call, enforced by the worker's host calls when the list is present; ``files``:
+recorded, no host call reads files yet). The agent's identity is
+:func:`agent_digest` of the module bytes and the canonical manifest, so another
+``reuse``, limit or grant is another agent.
 ``docs/agents.md`` is the contract.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from .errors import AGENT_BAD_MANIFEST, WasmEngineError
 
-LIMIT_KEYS = ("fuel", "timeout", "memory")
+LIMIT_KEYS = ("fuel", "timeout", "memory", "children")
 GRANT_KEYS = ("models", "agents", "files")
 _TOP_KEYS = ("name", "version", "reuse", "limits", "grants")
 MAX_NAME = 128

@@ -41,6 +41,7 @@ class TaskSubmit(Message):
     priority: int = 0
     seed: int = 0
     ack: bool = False
+    session: str | None = None  # a stateful agent's session: its calls stay on one worker
 
     def validate(self) -> None:
         if (  # the common case in one test; anything else goes through the checks naming it
@@ -49,6 +50,7 @@ class TaskSubmit(Message):
             and self.agent
             and (self.input is None or type(self.input) is bytes)
             and -1000 <= self.priority <= 1000
+            and self.session is None
             and (
                 not self.limits
                 or all(type(v) in (int, float) and v >= 0 for v in self.limits.values())
@@ -65,6 +67,14 @@ class TaskSubmit(Message):
                 "input",
                 "must be msgpack bytes for kind wasm",
             )
+        else:
+            _require(bool(self.model), self.TYPE, "model", f"is required for kind {self.kind}")
+        _require(
+            self.session is None or 0 < len(self.session) <= 256,
+            self.TYPE,
+            "session",
+            "must be 1..256 chars",
+        )
         _require(-1000 <= self.priority <= 1000, self.TYPE, "priority", "must be in -1000..1000")
         for key, value in self.limits.items():
             _require(

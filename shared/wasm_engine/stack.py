@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 #: Settings each program is given (and compose must give its service), by field name.
 ORCHESTRATOR_SETTINGS: tuple[str, ...] = ("front", "back", "telemetry", "home", "log_level")
 ORCHESTRATOR_SETTINGS += ("heartbeat_interval", "heartbeat_liveness", "queue_limit")
-ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl")
+ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth")
 WASM_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name", "credits")
+WASM_WORKER_SETTINGS += ("concurrency",)
 WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")
 CONF_NAME, SOCKET_NAME, PID_NAME = "supervisord.conf", "supervisor.sock", "supervisord.pid"
 STOP_WAIT_S = 10  # SIGTERM -> SIGKILL grace per process (compose's stop_grace_period is above)

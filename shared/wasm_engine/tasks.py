@@ -7,15 +7,26 @@ the loop hands one to each ``run`` and sends each value as a ``task.event``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import messages as M
 from .envelope import Envelope
 
-__all__ = ["Emit", "TaskHandler"]
+if TYPE_CHECKING:
+    from .children import Link
+
+__all__ = ["Calls", "Emit", "TaskHandler"]
 
 #: Sends one msgpack value (its bytes, spliced as they are) as the running task's next event.
 Emit = Callable[[bytes], None]
+
+
+class Calls(Protocol):
+    """A running task's child requests (:class:`wasm_engine.children.TaskCalls`)."""
+
+    def submit(self, call: str, request: Any) -> int: ...
+
+    def wait(self, handle: int) -> bytes: ...
 
 
 class TaskHandler(Protocol):
@@ -32,8 +43,20 @@ class TaskHandler(Protocol):
         refuse it at once."""
         ...
 
-    def run(self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit) -> M.TaskResult:
+    def may_block(self, dispatch: M.TaskDispatch) -> bool:
+        """True if the task may wait on others (child requests): it then runs on a
+        task thread, so the I/O thread keeps serving while it waits."""
+        ...
+
+    def run(
+        self,
+        dispatch: M.TaskDispatch,
+        env: Envelope,
+        emit: Emit,
+        link: Link | None = None,
+    ) -> M.TaskResult:
         """Run one task; blob 0 of ``env`` is the submit body. ``emit`` streams a
-        ``task.event`` (one msgpack value, checked by the handler) while it runs.
+        ``task.event`` (one msgpack value, checked by the handler) while it runs;
+        ``link`` (given when :meth:`may_block` said so) carries child requests.
         Raise :class:`WasmEngineError` for a typed failure."""
         ...

@@ -3,8 +3,11 @@
 Two channels to the orchestrator's back socket, as Jupyter kernels keep a
 heartbeat channel apart from their shell channel:
 - the *task channel* (a DEALER owned by the main thread, here in
-  :class:`WorkerLoop`) carries hello, dispatches, results and bye; tasks run on
-  the main thread, one after another;
+  :class:`WorkerLoop`) carries hello, dispatches, results, child requests and
+  bye. With ``concurrency`` 1 a task that cannot wait on others runs on the main
+  thread itself (the fast path: no hand-off); the others, and every task when
+  ``concurrency`` K > 1, run on task threads (:mod:`wasm_engine.task_threads`),
+  at most K computing at once;
 - the *heartbeat channel* (a DEALER owned by the thread of
   :class:`wasm_engine.heartbeat.HeartbeatThread`) keeps the worker alive and
   watches the orchestrator; it asks this loop to reconnect or to say hello again
@@ -31,12 +34,14 @@ import zmq
 from . import errors as E
 from . import messages as M
 from . import transport
+from .children import ChildReply
 from .codec import packb
 from .config import Settings
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .errors import WasmEngineError
 from .heartbeat import CTRL_RECONNECT, CTRL_REHELLO, HeartbeatThread
 from .protocol import Header, make_header
+from .task_threads import TaskThreads
 from .tasks import Emit, TaskHandler
 
 __all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "Emit", "TaskHandler", "WorkerLoop"]
@@ -45,6 +50,7 @@ log = logging.getLogger("wasm_engine.worker")
 # Replies are held for a burst only while the next task is one that usually takes
 # less than this: a reply never waits behind a task known to be slow, or new.
 HOLD_US = 200.0
+MAX_TASK_THREADS = 1024  # tasks on threads at once, computing or waiting on children
 
 
 class WorkerLoop:
@@ -71,9 +77,11 @@ class WorkerLoop:
         self.usual_us: dict[str, float] = {}  # agent -> moving average of its run time
         self._running: tuple[M.TaskDispatch, Envelope] | None = None  # whose events emit sends
         self._seq = 0
+        # threads are made only as tasks need them; a parent waiting on children holds one
+        self.threads = TaskThreads(self.name, settings.concurrency, MAX_TASK_THREADS)
 
     def inflight(self) -> int:
-        return len(self.pending) + self._busy
+        return len(self.pending) + self._busy + self.threads.running
 
     def stop(self) -> None:
         """Graceful stop (safe from a signal handler)."""
@@ -103,6 +111,8 @@ class WorkerLoop:
         self.registered = False
         self._hello_at = time.monotonic()
         self.pending.clear()  # an orchestrator that forgot us forgot these dispatches too
+        lost = M.Error(E.TASK_WORKER_LOST, "the orchestrator restarted", retryable=True)
+        self.threads.fail_children(ChildReply("error", lost.pack()))
         hello = M.WorkerHello(
             name=self.name,
             kind=self.handler.kind,
@@ -140,34 +150,13 @@ class WorkerLoop:
             self.settings.back,
             self.credits,
         )
-        poll_ms = max(10, int(self.settings.heartbeat_interval * 1000 / 2))
         poller = zmq.Poller()
         poller.register(ctrl, zmq.POLLIN)
         poller.register(sock, zmq.POLLIN)
+        poller.register(self.threads.wake_fd, zmq.POLLIN)
         try:
-            since_drain = 0
-            while not self._stopping:
-                if not self.pending:
-                    self._flush()
-                    poller.poll(poll_ms)
-                elif len(self._out) >= self.burst:
-                    self._flush()
-                if self.ctrl_waiting:  # between tasks too: a stale queue is dropped
-                    self.ctrl_waiting = False
-                    fresh = self._control(ctrl)
-                    if fresh is not sock:
-                        poller.unregister(sock)
-                        poller.register(fresh, zmq.POLLIN)
-                        sock = fresh
-                if not self.pending or since_drain >= 8:  # new dispatches and cancels
-                    self._drain(sock)
-                    since_drain = 0
-                if self.pending:
-                    dispatch, env = self.pending.popleft()
-                    if self._out and self.usual_us.get(dispatch.agent or "", HOLD_US) >= HOLD_US:
-                        self._flush()  # the next task is slow or unknown: answer the others first
-                    self._run_one(dispatch, env)
-                    since_drain += 1
+            sock = self._serve(sock, ctrl, poller)
+            self._finish_threads(sock)
             self._bye()
             self._flush()
         finally:
@@ -176,9 +165,97 @@ class WorkerLoop:
             ctrl.close(0)
             if self._sock is not None:
                 self._sock.close()
+            self.threads.close()
             self.ctx.term()
         log.info("worker %s stopped after %d tasks", self.name, self.completed)
         return 0
+
+    def _serve(
+        self, sock: zmq.Socket[bytes], ctrl: zmq.Socket[bytes], poller: zmq.Poller
+    ) -> zmq.Socket[bytes]:
+        """The loop until stopped: answers out, dispatches in, tasks started."""
+        poll_ms = max(10, int(self.settings.heartbeat_interval * 1000 / 2))
+        wake, outbox = self.threads.wake_fd, self.threads.outbox
+        since_drain, blocked = 0, False  # blocked: the next task waits for a run permit
+        while not self._stopping:
+            while outbox:  # what task threads sent
+                self._out.append(outbox.popleft())
+            if not self.pending or blocked:
+                self._flush()
+                if any(fd == wake for fd, _ in poller.poll(poll_ms)):
+                    self.threads.take_wakeups()
+                blocked = False
+            elif len(self._out) >= self.burst:
+                self._flush()
+            if self.ctrl_waiting:  # between tasks too: a stale queue is dropped
+                self.ctrl_waiting = False
+                fresh = self._control(ctrl)
+                if fresh is not sock:
+                    poller.unregister(sock)
+                    poller.register(fresh, zmq.POLLIN)
+                    sock = fresh
+            if not self.pending or since_drain >= 8:  # new dispatches and cancels
+                self._drain(sock)
+                since_drain = 0
+            if self.pending:
+                if self._start(*self.pending[0]):
+                    self.pending.popleft()
+                    since_drain += 1
+                else:
+                    blocked = True
+        return sock
+
+    def _start(self, dispatch: M.TaskDispatch, env: Envelope) -> bool:
+        """Run the task now (inline, or on a task thread); False if no permit is free."""
+        threads = self.threads
+        if threads.concurrency == 1 and not self.handler.may_block(dispatch):
+            if threads.running:  # a thread may be computing: take the one permit
+                if not threads.permits.acquire(blocking=False):
+                    return False
+                try:
+                    self._inline(dispatch, env)
+                finally:
+                    threads.permits.release()
+            else:
+                self._inline(dispatch, env)
+            return True
+        return threads.start(lambda: self._threaded(dispatch, env))
+
+    def _inline(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        if self._out and self.usual_us.get(dispatch.agent or "", HOLD_US) >= HOLD_US:
+            self._flush()  # the next task is slow or unknown: answer the others first
+        self._busy, self._running, self._seq = 1, (dispatch, env), 0
+        try:
+            type_, body = self._execute(dispatch, env, self._emit, False)
+        finally:
+            self._busy, self._running = 0, None
+        self._reply(env, type_, body)
+
+    def _threaded(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        seq = iter(range(1 << 62))
+        header = env.header
+
+        def emit(data: bytes) -> None:
+            head = packb({"task_id": dispatch.task_id, "seq": next(seq)})
+            h = make_header("task.event", parent=header.id, trace=header.trace, sender=self.name)
+            self.threads.send(encode(h, b"\x83" + head[1:] + b"\xa4data" + data, ()))
+
+        type_, body = self._execute(dispatch, env, emit, True)
+        h = make_header(type_, parent=header.id, trace=header.trace, sender=self.name)
+        self.threads.send(encode(h, body, ()))
+
+    def _finish_threads(self, sock: zmq.Socket[bytes]) -> None:
+        """Stopping: let the tasks on threads finish (serving their child answers)."""
+        outbox = self.threads.outbox
+        while self.threads.running:
+            while outbox:
+                self._out.append(outbox.popleft())
+            self._flush()
+            if sock.poll(100, zmq.POLLIN):
+                self._drain(sock)
+            self.threads.take_wakeups()
+        while outbox:
+            self._out.append(outbox.popleft())
 
     def _control(self, ctrl: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
         """Act on everything the heartbeat thread asked, collapsed: a reconnect says
@@ -207,6 +284,12 @@ class WorkerLoop:
     def _on_message(self, env: Envelope) -> None:
         type_ = env.header.type
         try:
+            if type_ in ("task.result", "error") and self.threads.resolve(
+                env.header.parent, type_, env.body
+            ):
+                return  # a child request answered
+            if type_ in ("task.ack", "task.event"):
+                return  # a child's ack or stream: its result is what the task waits for
             if type_ == "task.dispatch":
                 msg = M.parse(type_, env.body)
                 if isinstance(msg, M.TaskDispatch):
@@ -240,30 +323,31 @@ class WorkerLoop:
                 err = WasmEngineError(E.TASK_CANCELLED, "cancelled before it started")
                 self._reply(item[1], "error", M.Error(**err.to_body()).pack())
 
-    def _run_one(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
-        self._busy = 1
-        self._running, self._seq = (dispatch, env), 0
+    def _execute(
+        self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit, threaded: bool
+    ) -> tuple[str, bytes]:
+        """Run one task: the type and body of its answer (a result or an error)."""
         t0 = time.perf_counter_ns()
         try:
-            result = self.handler.run(dispatch, env, self._emit)
+            link = self.threads if threaded else None
+            result = self.handler.run(dispatch, env, emit, link)
             stats = result.stats
             stats["run_us"] = (time.perf_counter_ns() - t0) // 1000
             stats["queue_us"] = dispatch.queued_us
             stats["attempts"] = dispatch.attempt
             stats["worker"] = self.name
             stats["device"] = self.handler.device
-            self._reply(env, "task.result", result.pack())
+            return "task.result", result.pack()
         except WasmEngineError as err:
             err.detail.setdefault("worker", self.name)
-            self._reply(env, "error", M.Error(**err.to_body()).pack())
+            return "error", M.Error(**err.to_body()).pack()
         except Exception as exc:  # a handler bug fails the task, not the worker
             log.exception("task %s failed", dispatch.task_id)
             bug = WasmEngineError(
                 E.INTERNAL, f"{type(exc).__name__}: {exc}", detail={"worker": self.name}
             )
-            self._reply(env, "error", M.Error(**bug.to_body()).pack())
+            return "error", M.Error(**bug.to_body()).pack()
         finally:
-            self._busy, self._running = 0, None
             self.completed += 1
             took = (time.perf_counter_ns() - t0) / 1000
             key = dispatch.agent or ""

@@ -85,7 +85,9 @@ def test_hostile_frames_get_typed_errors_and_orchestrator_keeps_running(
         assert exchange(back, [b"garbage"]) == (E.PROTO_BAD_FRAME, None)
         hid, raw = header("worker.bye")
         assert exchange(back, [MAGIC, raw, M.WorkerBye().pack()]) == (E.WORKER_UNKNOWN, hid)
-        hid, raw = header("task.submit")
+        hid, raw = header("task.submit")  # a child request, from a worker never said hello
+        assert exchange(back, [MAGIC, raw, status_body]) == (E.WORKER_UNKNOWN, hid)
+        hid, raw = header("agent.put")
         assert exchange(back, [MAGIC, raw, status_body]) == (E.PROTO_UNEXPECTED, hid)
 
         # the same raw socket still gets a real answer, and so does a real client
@@ -105,7 +107,7 @@ def test_hostile_frames_get_typed_errors_and_orchestrator_keeps_running(
         status = client.status()
     assert stack.orchestrator is not None and stack.orchestrator.poll() is None
     counters = status["counters"]
-    assert counters["bad_messages"] == 13
+    assert counters["bad_messages"] == 14
     assert "handler_errors" not in counters
     assert counters["completed"] == 1
     assert [w["state"] for w in status["workers"]] == ["ready"]

@@ -226,6 +226,33 @@ class Harness:
         self.reply(dispatch, "error", body, worker=worker)
         return body
 
+    def child(
+        self,
+        parent: Out,
+        task_id: str,
+        *,
+        kind: str = "wasm",
+        agent: str = DIGEST,
+        model: str | None = None,
+        data: bytes = b"\x91\x02",
+    ) -> Header:
+        """A child request (we.spawn…) from the worker running dispatch ``parent``."""
+        body = M.TaskSubmit(
+            task_id=task_id,
+            kind=kind,
+            agent=agent if kind == "wasm" else None,
+            model=model,
+            input=data if kind == "wasm" else {"prompt": "hi"},
+        ).pack()
+        msg = M.parse("task.submit", body)
+        assert isinstance(msg, M.TaskSubmit)
+        worker = self.worker(parent.peer)
+        header = make_header(
+            "task.submit", parent=parent.header.id, trace=parent.header.trace, sender=worker.name
+        )
+        self.sched.child_submit(worker, header, body, msg, self.now)
+        return header
+
     def bye(self, peer: bytes, returned: list[str]) -> None:
         msg = M.parse("worker.bye", M.WorkerBye(returned).pack())
         assert isinstance(msg, M.WorkerBye)

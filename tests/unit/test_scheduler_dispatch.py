@@ -163,14 +163,15 @@ def test_inference_tasks_queue_by_model_and_go_to_workers_that_serve_it() -> Non
     h.hello(W2, kind="inference", capabilities=("llama",))
     h.take()
     h.submit("i1", kind="infer", model="llama")
-    h.submit("i2", kind="infer", model="mistral")  # nobody serves it
-    (d,) = dispatches(h.take())
+    h.submit("i2", kind="infer", model="mistral")  # nobody serves it: refused, not parked
+    outs = h.take()
+    (d,) = dispatches(outs)
     assert (d.peer, d.msg.task_id, d.msg.agent) == (W2, "i1", None)
     assert d.blobs == [h.bodies["i1"]]
-    assert h.sched.snapshot(h.now)["queues"] == {
-        "llama": {"depth": 0, "limit": 100},
-        "mistral": {"depth": 1, "limit": 100},
-    }
+    refused = only(outs, "error")
+    assert (refused.sock, refused.msg.code) == (FRONT, E.INFER_MODEL_MISSING)
+    assert refused.msg.detail == {"model": "mistral"}
+    assert h.sched.snapshot(h.now)["queues"] == {"llama": {"depth": 0, "limit": 100}}
 
 
 # ---------------------------------------------------------------------- credits

@@ -52,6 +52,7 @@ def test_snapshot_shape_and_status_reply(h: Harness) -> None:
             "state": "ready",
             "credits": 2,
             "inflight": 2,
+            "waiting": 0,
             "completed": 1,
             "heartbeat_age_s": 1.5,
             "capabilities": ["wasm"],
@@ -115,7 +116,12 @@ def test_telemetry_events_follow_a_task_and_a_worker(h: Harness) -> None:
         "queue": "wasm",
         "priority": 7,
         "parent": None,
+        "parent_task": None,
+        "kind": "wasm",
+        "agent": queued["agent"],
+        "model": None,
     }
+    assert queued["agent"].startswith("sha256:")
     assert dispatched == {
         "ev": "task.dispatched",
         "t": T0,

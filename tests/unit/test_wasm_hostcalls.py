@@ -227,13 +227,16 @@ def test_host_calls_from_a_start_function(
 
 
 @pytest.mark.parametrize("name", ["spawn", "send", "infer", "generate"])
-def test_host_calls_not_in_this_build_are_capability_denied(rt: WasmRuntime, name: str) -> None:
-    src = (WAT / "spawner.wat").read_text().replace('"spawn"', f'"{name}"')
+def test_child_requests_need_a_link_to_the_orchestrator(rt: WasmRuntime, name: str) -> None:
+    """An agent importing a child request loads as one that may block; called
+    with no link (not through a worker loop) the request is refused, typed."""
+    agent = rt.load(wat2wasm((WAT / "spawner.wat").read_text().replace('"spawn"', f'"{name}"')))
+    assert isinstance(agent, HostAgent) and agent.blocking
+    assert not rt.load(wasm("hostcalls")).blocking
     with pytest.raises(WasmEngineError) as exc:
-        rt.load(wat2wasm(src))
+        agent.call(codec.packb({"agent": "x"}), FAST)
     err = exc.value
-    assert err.code == E.WASM_CAPABILITY_DENIED and err.detail["imports"] == [f"we.{name}"]
-    assert "not available in this build yet" in err.message and f"we.{name}" in err.message
+    assert err.code == E.WASM_CAPABILITY_DENIED and err.detail["call"] == f"we.{name}"
 
 
 @pytest.mark.parametrize(
@@ -302,7 +305,9 @@ def test_handler_passes_the_seed_and_streams(rt: WasmRuntime) -> None:
 
 def test_handler_remembers_a_refused_module(rt: WasmRuntime) -> None:
     handler = WasmHandler(rt)
-    module = wasm("spawner")
+    module = wat2wasm(
+        (WAT / "noop.wat").read_text().replace("(module", '(module (import "we" "nope" (func))', 1)
+    )
     digest = "sha256:" + hashlib.sha256(module).hexdigest()
     submit = M.TaskSubmit(task_id="t", kind="wasm", agent=digest).pack()
     msg = M.TaskDispatch("t", 1, 0, digest)
@@ -313,11 +318,11 @@ def test_handler_remembers_a_refused_module(rt: WasmRuntime) -> None:
         handler.accept(msg, env)
         with pytest.raises(WasmEngineError) as exc:
             handler.run(msg, env)
-        assert exc.value.code == E.WASM_CAPABILITY_DENIED
+        assert exc.value.code == E.WASM_BAD_MODULE and exc.value.detail["imports"] == ["we.nope"]
 
 
 def test_host_caps_validated() -> None:
-    for cap in ("log_bytes", "emit_events", "emit_bytes", "random_bytes"):
+    for cap in ("log_bytes", "emit_events", "emit_bytes", "random_bytes", "request_bytes"):
         with pytest.raises(ValueError):
             Limits(**{cap: -1})
 

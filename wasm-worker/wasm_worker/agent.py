@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
-from wasm_engine.tasks import Emit
+from wasm_engine.tasks import Calls, Emit
 from wasm_worker import capi
 from wasm_worker.hostcalls import TaskHost
 
@@ -39,9 +38,16 @@ class Limits:
     emit_events: int = 1000  # we.emit events per task
     emit_bytes: int = 1 << 20  # we.emit bytes per task
     random_bytes: int = 16 << 20  # we.random bytes per task (then a trap)
+    request_bytes: int = 1 << 20  # one child request (we.spawn, we.generate…)
 
     def __post_init__(self) -> None:
-        caps = (self.log_bytes, self.emit_events, self.emit_bytes, self.random_bytes)
+        caps = (
+            self.log_bytes,
+            self.emit_events,
+            self.emit_bytes,
+            self.random_bytes,
+            self.request_bytes,
+        )
         if min(self.fuel, self.memory_bytes, self.max_output, *caps) < 0 or not (
             0 <= self.timeout_s < 1e9
         ):
@@ -69,28 +75,43 @@ def _mem_error(size: int, limits: Limits, why: str) -> WasmEngineError:
 class Agent:
     """A compiled, ABI-checked module; :meth:`call` runs it under :class:`Limits`."""
 
-    def __init__(self, rt: WasmRuntime, digest: str, keep: Any, idx: Any, mem_min: int) -> None:
+    def __init__(
+        self, rt: WasmRuntime, digest: str, keep: Any, idx: Any, mem_min: int, blocking: bool
+    ) -> None:
         self.digest = digest
+        self.blocking = blocking  # imports a host call that waits (spawn, wait…): run on a thread
         self._rt = rt
         self._keep = keep  # (Module, InstancePre): the C handles below live as long as these
         self._pre_ptr = capi.addr(keep[1].ptr())
         self._indices, self._checked = idx, False
         self._mem_min = mem_min
-        self._lock: threading.Lock | threading.RLock = threading.Lock()
-        self._fresh, self._reused = capi.Slot(), capi.Slot()
+        # Slots are taken and given back with list.pop/append (atomic under the GIL),
+        # so calls on several threads never share one: each runs in its own store.
+        self._spare: list[capi.Slot] = []  # no store: for fresh-instance calls
+        self._idle: list[capi.Slot] = []  # a live instance each, not in a call now
 
     def reset(self) -> None:
-        """Drop the reused instance, if any (the next ``reuse=True`` call makes a new one)."""
-        with self._lock:
-            self._drop_reused()
+        """Drop the idle reused instances (the next ``reuse=True`` call makes a new one)."""
+        while self.drop_idle():
+            pass
 
-    def _drop_reused(self) -> None:
-        self._reused.drop()
-        self._rt._live.pop(self, None)
+    def drop_idle(self) -> bool:
+        """Drop one idle reused instance, if there is one (the runtime's eviction)."""
+        try:
+            s = self._idle.pop(0)  # the oldest
+        except IndexError:
+            return False
+        self._drop(s)
+        return True
+
+    def _drop(self, s: capi.Slot) -> None:
+        if s.store:
+            s.drop()
+            self._rt._release(self)
 
     def __del__(self) -> None:
-        if hasattr(self, "_reused"):
-            self._reused.drop()
+        for s in getattr(self, "_idle", ()):
+            s.drop()
 
     def call(
         self,
@@ -100,39 +121,55 @@ class Agent:
         reuse: bool = False,
         task_id: str = "",
         emit: Emit | None = None,
+        calls: Calls | None = None,
     ) -> CallResult:
         """Run ``handle`` on ``data``; every failure is a :class:`WasmEngineError`.
 
-        ``task_id`` (for the log) and ``emit`` (the sink of ``we.emit`` values)
-        matter only to a :class:`HostAgent`: this agent imports no host call."""
+        ``task_id`` (for the log), ``emit`` (the sink of ``we.emit`` values) and
+        ``calls`` (child requests: spawn, generate…) matter only to a
+        :class:`HostAgent`: this agent imports no host call."""
+        s = self.take(reuse)
+        try:
+            return self.call_in(s, data, limits, reuse=reuse)
+        finally:
+            self.give(s, reuse)
+
+    def take(self, reuse: bool) -> capi.Slot:
+        """A slot for one call: an idle instance when reusing, else an empty slot."""
+        try:
+            return (self._idle if reuse else self._spare).pop()
+        except IndexError:
+            return capi.Slot()
+
+    def give(self, s: capi.Slot, reuse: bool) -> None:
+        """Back after a call: a reused instance that survived goes idle, else dropped."""
+        if reuse and s.store:
+            self._idle.append(s)
+        else:
+            self._drop(s)
+            self._spare.append(s)
+
+    def call_in(self, s: capi.Slot, data: bytes, limits: Limits, *, reuse: bool) -> CallResult:
+        """One call in slot ``s`` (its instance kept when ``reuse`` and it succeeds)."""
         if self._rt.closed:
             raise _err(E.INTERNAL, "runtime is closed")
         if type(data) is not bytes:
             data = bytes(data)
-        with self._lock:
-            t0 = _ns()
-            if reuse:
-                s = self._reused
-                try:
-                    if s.store:
-                        self._arm(s, limits)
-                    else:
-                        self._rt._admit(self)
-                        self._instantiate(s, limits)
-                    out, left = self._round(s, data, limits)
-                except BaseException:
-                    self._drop_reused()
-                    raise
+        t0 = _ns()
+        try:
+            if s.store:
+                self._arm(s, limits)
             else:
-                s = self._fresh
-                try:
-                    self._instantiate(s, limits)
-                    out, left = self._round(s, data, limits)
-                finally:
-                    s.drop()
-            res = _new_result(CallResult)  # frozen dataclass, filled without its slow __init__
-            res.__dict__.update(output=out, fuel_used=limits.fuel - left, run_ns=_ns() - t0)
-            return res
+                self._instantiate(s, limits)
+            out, left = self._round(s, data, limits)
+        except BaseException:
+            self._drop(s)
+            raise
+        if not reuse:
+            self._drop(s)
+        res = _new_result(CallResult)  # frozen dataclass, filled without its slow __init__
+        res.__dict__.update(output=out, fuel_used=limits.fuel - left, run_ns=_ns() - t0)
+        return res
 
     def _arm(self, s: capi.Slot, limits: Limits) -> None:
         if s.mem_cap != limits.memory_bytes:
@@ -144,6 +181,7 @@ class Agent:
     def _instantiate(self, s: capi.Slot, limits: Limits) -> None:
         if self._mem_min > limits.memory_bytes:
             raise _mem_error(self._mem_min, limits, "initial memory is over the cap")
+        self._rt._admit(self)
         s.store = capi.store_new(self._rt._engine_ptr, s.key, None)
         s.ctx = ctx = capi.store_context(s.store)
         self._arm(s, limits)  # fuel and deadline first: a start function is guest code
@@ -212,10 +250,6 @@ class HostAgent(Agent):
     """An agent that imports host calls: each call runs with its task's
     :class:`~wasm_worker.hostcalls.TaskHost` (seed, caps, emit sink, task id)."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._lock = threading.RLock()  # held across the registration and Agent.call
-
     def call(
         self,
         data: bytes,
@@ -224,18 +258,37 @@ class HostAgent(Agent):
         reuse: bool = False,
         task_id: str = "",
         emit: Emit | None = None,
+        calls: Calls | None = None,
     ) -> CallResult:
+        s = self.take(reuse)
+        try:
+            return self.call_host(
+                s, data, limits, reuse=reuse, task_id=task_id, emit=emit, calls=calls
+            )
+        finally:
+            self.give(s, reuse)
+
+    def call_host(
+        self,
+        s: capi.Slot,
+        data: bytes,
+        limits: Limits,
+        *,
+        reuse: bool,
+        task_id: str = "",
+        emit: Emit | None = None,
+        calls: Calls | None = None,
+    ) -> CallResult:
+        """:meth:`call_in` with the task's host context registered on the slot."""
         tasks = self._rt._hosts.tasks
-        with self._lock:
-            s = self._reused if reuse else self._fresh
-            tasks[s.key] = task = TaskHost(s, self.digest, task_id, limits, emit)
-            try:
-                res = super().call(data, limits, reuse=reuse)
-            finally:
-                del tasks[s.key]
-                task.finish()
-            res.__dict__.update(events=task.events, log_dropped=task.log_dropped)
-            return res
+        tasks[s.key] = task = TaskHost(s, self.digest, task_id, limits, emit, calls)
+        try:
+            res = self.call_in(s, data, limits, reuse=reuse)
+        finally:
+            del tasks[s.key]
+            task.finish()
+        res.__dict__.update(events=task.events, log_dropped=task.log_dropped)
+        return res
 
     def _failure(self, s: capi.Slot, err: Any, limits: Limits, mem: Any) -> WasmEngineError:
         task = self._rt._hosts.tasks.get(s.key)

@@ -23,6 +23,7 @@ import msgpack
 
 from wasm_engine import errors as E
 from wasm_engine import messages as M
+from wasm_engine.children import Budget, Link, TaskCalls
 from wasm_engine.codec import packb
 from wasm_engine.envelope import Envelope
 from wasm_engine.errors import WasmEngineError
@@ -45,6 +46,7 @@ class WorkerLimits:
     memory_bytes: int = 256 << 20
     max_memory_bytes: int = 4 << 30
     max_output: int = 4 << 20
+    children: int = 256  # child requests (spawn, generate…) one task may make
 
 
 class RawResult(M.TaskResult):
@@ -72,6 +74,26 @@ class WasmHandler:
 
     def capabilities(self) -> list[str]:
         return ["wasm"]
+
+    def may_block(self, dispatch: M.TaskDispatch) -> bool:
+        """Whether the agent imports a host call that waits (loads it on first use;
+        one that cannot load runs inline and fails there with its error)."""
+        try:
+            agent, _ = self._agent(dispatch.agent or "")
+        except WasmEngineError:
+            return False
+        return agent.blocking
+
+    def budget(self, digest: str) -> Budget:
+        """What a task of this agent may ask of others: its manifest's grants and limits."""
+        manifest = self.manifests.get(digest) or Manifest()
+        grants = manifest.grants
+
+        def granted(key: str) -> frozenset[str] | None:
+            return frozenset(grants[key]) if grants.get(key) else None
+
+        children = int(manifest.limits.get("children", self.limits.children))
+        return Budget(min(children, self.limits.children), granted("agents"), granted("models"))
 
     def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
         """Keep the module blob of a first dispatch even if that task never runs
@@ -156,6 +178,7 @@ class WasmHandler:
         dispatch: M.TaskDispatch,
         env: Envelope,
         emit: Emit | None = None,
+        link: Link | None = None,
     ) -> M.TaskResult:
         if not env.blobs:
             raise WasmEngineError(E.PROTO_BAD_FIELD, "task.dispatch without the submit body blob")
@@ -165,7 +188,14 @@ class WasmHandler:
         agent, caps = self._agent(dispatch.agent or "")
         limits = self.task_limits(submit, env.header.deadline, caps)
         data = submit.input if isinstance(submit.input, bytes) else NIL
-        result = agent.call(data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit)
+        calls = None
+        if link is not None:
+            deadline = time.monotonic() + limits.timeout_s
+            budget = self.budget(dispatch.agent or "")
+            calls = TaskCalls(link, dispatch, env, submit.seed, deadline, budget)
+        result = agent.call(
+            data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit, calls=calls
+        )
         output = result.output or NIL
         try:
             msgpack.unpackb(output, max_ext_len=0, strict_map_key=False)

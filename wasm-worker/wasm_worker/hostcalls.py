@@ -1,4 +1,5 @@
-"""The host calls of agent ABI v1, module ``we``: ``log``, ``emit``, ``now``, ``random``.
+"""The host calls of agent ABI v1, module ``we``: ``log``, ``emit``, ``now``, ``random``,
+and the child requests ``spawn``, ``send``, ``generate``, ``infer`` + ``wait``.
 
 They are defined once on the runtime's linker through wasmtime's C API
 (``wasmtime_linker_define_func_unchecked`` with ctypes callbacks); a module that
@@ -12,7 +13,14 @@ runtime reports that error once the call unwinds.
 Guest pointers and lengths are masked ``& 0xFFFFFFFF`` and checked against the
 memory's current size, in Python ints, before any byte is touched. Fuel does
 not meter host work, so each call is bounded by a per-task cap instead:
-log bytes, emitted events and bytes, random bytes.
+log bytes, emitted events and bytes, random bytes, child requests.
+
+A child request (:mod:`wasm_engine.children`) reads one msgpack map from guest
+memory and returns a handle at once; ``we.wait(handle)`` blocks until that child
+answered, then writes the reply map into guest memory through the guest's own
+``alloc`` (called re-entrantly: it only bumps while ``handle`` runs) and returns
+``(ptr << 32) | len`` like ``handle`` does. An agent that imports any of these
+runs on a task thread, never on the worker's I/O thread.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import wasmtime
 
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
-from wasm_engine.tasks import Emit
+from wasm_engine.tasks import Calls, Emit
 from wasm_worker import capi
 
 if TYPE_CHECKING:
@@ -43,9 +51,16 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
     "emit": (["i32", "i32"], ["i32"]),
     "now": ([], ["i64"]),
     "random": (["i32", "i32"], []),
+    "spawn": (["i32", "i32"], ["i32"]),
+    "send": (["i32", "i32"], ["i32"]),
+    "generate": (["i32", "i32"], ["i32"]),
+    "infer": (["i32", "i32"], ["i32"]),
+    "wait": (["i32"], ["i64"]),
 }
+#: host calls that may block the calling task (it then runs on a task thread)
+BLOCKING = frozenset({"spawn", "send", "generate", "infer", "wait"})
 #: host calls of the design that this build refuses (``wasm.capability_denied``)
-NOT_YET = ("spawn", "send", "infer", "generate")
+NOT_YET: tuple[str, ...] = ()
 EMIT_COUNT_SPENT, EMIT_BYTES_SPENT = -1, -2  # we.emit's answers once a budget is spent
 
 _MASK32 = 0xFFFFFFFF
@@ -55,8 +70,8 @@ _i64 = ctypes.c_int64.from_address
 _RAW = ctypes.sizeof(capi.ValRaw)
 
 
-def check_imports(module: wasmtime.Module, digest: str) -> bool:
-    """Refuse a module importing anything but the host calls; True if it imports any."""
+def check_imports(module: wasmtime.Module, digest: str) -> set[str]:
+    """Refuse a module importing anything but the host calls; the names it imports."""
     names = [(i.module, i.name or "", i.type) for i in module.imports]
     known = {*SIGNATURES, *NOT_YET}
     unknown = [f"{m}.{n}" for m, n, _ in names if m != "we" or n not in known]
@@ -74,7 +89,7 @@ def check_imports(module: wasmtime.Module, digest: str) -> bool:
         if sig != want:
             msg = f"import we.{name} must be a function {want[0]} -> {want[1]}, not {sig or ty}"
             raise _err(E.WASM_BAD_MODULE, msg, digest=digest, imports=[f"we.{name}"])
-    return bool(names)
+    return {name for _, name, _ in names}
 
 
 def _sig(fn: wasmtime.FuncType) -> tuple[list[str], list[str]]:
@@ -89,10 +104,16 @@ class TaskHost:
     """What the host calls of one task see: its caps, PRNG, emit sink and counters."""
 
     def __init__(
-        self, slot: capi.Slot, digest: str, task_id: str, limits: Limits, emit: Emit | None
+        self,
+        slot: capi.Slot,
+        digest: str,
+        task_id: str,
+        limits: Limits,
+        emit: Emit | None,
+        calls: Calls | None = None,
     ) -> None:
         self.slot, self.digest, self.task_id, self.limits = slot, digest, task_id, limits
-        self.sink = emit
+        self.sink, self.calls = emit, calls
         self.error: BaseException | None = None  # set by a failing call, read by the runtime
         self.log_bytes = self.log_dropped = self.events = self.emit_bytes = 0
         self.random_bytes = 0
@@ -136,6 +157,28 @@ class TaskHost:
             left += b"".join(blocks)
         self._rng_left = left[n:]
         return left[:n]
+
+    def to_guest(self, caller: int, ctx: int, data: bytes, call: str) -> int:
+        """Copy ``data`` into memory the guest's ``alloc`` gives; ``(ptr << 32) | len``."""
+        s, n = self.slot, len(data)
+        if not s.store or not s.base:
+            raise _err(E.WASM_TRAP, f"we.{call}: called before the instance was ready")
+        vals, trap = (capi.ValRaw * 1)(), ctypes.c_void_p()
+        ctypes.c_int32.from_address(ctypes.addressof(vals)).value = n
+        err = capi.func_call_unchecked(
+            ctx, s.alloc_fn, ctypes.addressof(vals), 1, ctypes.addressof(trap)
+        )
+        if err or trap.value:
+            if trap.value:
+                capi.take_trap(trap.value)
+            if err:
+                capi.take_error(err)
+            msg = f"we.{call}: the guest's alloc({n}) for the reply failed"
+            raise _err(E.WASM_MEMORY_LIMIT, msg, call=f"we.{call}", size=n)
+        ptr = ctypes.c_int32.from_address(ctypes.addressof(vals)).value & _MASK32
+        at = self.memory(caller, ctx, ptr, n, call)
+        ctypes.memmove(at, data, n)
+        return (ptr << 32) | n
 
     def finish(self) -> None:
         if self.log_dropped:
@@ -200,7 +243,44 @@ def _random(t: TaskHost, caller: int, ctx: int, args: int) -> None:
     ctypes.memmove(at, t.random(n), n)
 
 
-_CALLS = {"log": _log, "emit": _emit, "now": _now, "random": _random}
+def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
+    def submit(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+        ptr, n = _args(args)
+        at = t.memory(caller, ctx, ptr, n, call)
+        if t.calls is None:
+            msg = f"we.{call}: this worker runs no child requests (no orchestrator link)"
+            raise _err(E.WASM_CAPABILITY_DENIED, msg, call=f"we.{call}")
+        if n > t.limits.request_bytes:
+            msg = f"we.{call}: a {n}-byte request is over the {t.limits.request_bytes}-byte cap"
+            raise _err(E.WASM_TRAP, msg, trap="host_limit", call=f"we.{call}", size=n)
+        try:
+            request = msgpack.unpackb(ctypes.string_at(at, n), max_ext_len=0, raw=False)
+        except Exception as exc:
+            msg = f"we.{call}: {n} bytes that are not one msgpack value ({type(exc).__name__})"
+            raise _err(E.WASM_TRAP, msg, trap="host_bad_request", call=f"we.{call}") from None
+        _i32(args).value = t.calls.submit(call, request)
+
+    return submit
+
+
+def _wait(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+    if t.calls is None:
+        raise _err(E.WASM_CAPABILITY_DENIED, "we.wait: no child requests here", call="we.wait")
+    reply = t.calls.wait(_i32(args).value)
+    _i64(args).value = t.to_guest(caller, ctx, reply, "wait")
+
+
+_CALLS = {
+    "log": _log,
+    "emit": _emit,
+    "now": _now,
+    "random": _random,
+    "spawn": _child("spawn"),
+    "send": _child("send"),
+    "generate": _child("generate"),
+    "infer": _child("infer"),
+    "wait": _wait,
+}
 
 
 class HostCalls:

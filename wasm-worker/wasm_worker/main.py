@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "back",
             "home",
             "credits",
+            "concurrency",
             "heartbeat_interval",
             "heartbeat_liveness",
             "worker_name",

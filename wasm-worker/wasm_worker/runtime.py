@@ -41,7 +41,7 @@ from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_worker import capi
 from wasm_worker.agent import Agent, CallResult, HostAgent, Limits, _err
-from wasm_worker.hostcalls import HostCalls, check_imports
+from wasm_worker.hostcalls import BLOCKING, HostCalls, check_imports
 
 __all__ = ["Agent", "CallResult", "HostAgent", "Limits", "WasmRuntime"]
 log = logging.getLogger("wasm_worker.runtime")
@@ -74,7 +74,8 @@ class WasmRuntime:
         self._cache: dict[str, Agent] = {}  # key (the agent digest, or the module's) -> agent
         self._compiled: dict[str, tuple[Any, ...]] = {}  # module digest -> Agent args
         self.disk = DiskCache(Path(cache_dir), self.pool_instances) if cache_dir else None
-        self._live: dict[Agent, None] = {}  # agents holding a reused instance, oldest first
+        self._live = 0  # stores alive (reused instances and calls running)
+        self._live_lock = threading.RLock()  # an eviction releases under it
         self.epoch_tick_s = epoch_tick_s
         self.max_module_bytes = max_module_bytes
         self.closed = False
@@ -127,7 +128,7 @@ class WasmRuntime:
             module = self._module(wasm, digest)
         except wasmtime.WasmtimeError as e:
             raise bad(f"invalid module: {e}") from None
-        uses_host = check_imports(module, digest)
+        imports = check_imports(module, digest)
         exports = {e.name: e.type for e in module.exports}
         for name, want in _ABI.items():
             ty = exports.get(name)
@@ -143,17 +144,21 @@ class WasmRuntime:
         except wasmtime.WasmtimeError as e:
             raise bad(f"cannot link module: {e}") from None
         idx = tuple([e.name for e in module.exports].index(n) for n in capi.EXPORT_NAMES)
-        kind = HostAgent if uses_host else Agent
-        return kind, (module, pre), idx, mem.limits.min * mem.page_size
+        kind = HostAgent if imports else Agent
+        return kind, (module, pre), idx, mem.limits.min * mem.page_size, bool(imports & BLOCKING)
 
     def _admit(self, agent: Agent) -> None:
-        if self.pool_instances and len(self._live) >= self.pool_instances - _POOL_SPARE:
-            for victim in [a for a in list(self._live) if a is not agent]:
-                if victim._lock.acquire(blocking=False):  # idle: drop its instance
-                    victim._drop_reused()
-                    victim._lock.release()
-                    break
-        self._live[agent] = None
+        """A reused instance is about to be made: past the cap, drop the oldest idle one."""
+        with self._live_lock:
+            if self.pool_instances and self._live >= self.pool_instances - _POOL_SPARE:
+                for victim in list(self._cache.values()):
+                    if victim.drop_idle():
+                        break
+            self._live += 1
+
+    def _release(self, agent: Agent) -> None:
+        with self._live_lock:
+            self._live -= 1
 
     def close(self) -> None:
         """Stop the ticker; drop reused instances and the module cache."""

@@ -1,0 +1,61 @@
+"""Fixtures for the integration tests: ``make_stack``, an orchestrator and one
+wasm worker on threads of this process, talking over real ipc:// sockets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.service import Orchestrator
+from wasm_engine import Client
+from wasm_engine.config import Settings
+from wasm_engine.worker_loop import WorkerLoop
+from wasm_worker.handler import WasmHandler
+from wasm_worker.runtime import WasmRuntime
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
+    stops: list[Callable[[], None]] = []
+
+    def make(**changes: Any) -> Settings:
+        base: dict[str, Any] = {
+            "front": f"ipc://{tmp_path}/f.sock",
+            "back": f"ipc://{tmp_path}/b.sock",
+            "telemetry": f"ipc://{tmp_path}/t.sock",
+            "heartbeat_interval": 0.2,
+            "worker_name": "w-test",
+        }
+        settings = Settings(**{**base, **changes})
+        orch = Orchestrator(settings)
+        orch_thread = threading.Thread(target=orch.run, daemon=True)
+        orch_thread.start()
+        runtime = WasmRuntime()
+        loop = WorkerLoop(settings, WasmHandler(runtime))
+        worker_thread = threading.Thread(target=loop.run, daemon=True)
+        worker_thread.start()
+
+        def stop() -> None:
+            loop.stop()
+            worker_thread.join(10)
+            orch.stop()
+            orch_thread.join(10)
+            orch.close()
+            runtime.close()
+
+        stops.append(stop)
+        with Client(settings.front, timeout=10) as client:
+            deadline = time.monotonic() + 10
+            while not client.status()["workers"]:
+                assert time.monotonic() < deadline, "worker did not register"
+                time.sleep(0.02)
+        return settings
+
+    yield make
+    for stop in reversed(stops):
+        stop()
