@@ -61,7 +61,8 @@
  * when there is none. `return we_fail("why")` sets the message and returns 1.
  * So an output that is a map with an "error" key means the agent failed.
  *
- * Host calls: the host imports of module "we" (log, emit, now, random) are
+ * Host calls: the host imports of module "we" (log, emit, now, random, and the
+ * child requests spawn, send, generate, infer + wait) are
  * declared below only when WE_HOST_CALLS is defined before including this
  * header. Without it an agent imports nothing at all.
  *
@@ -621,14 +622,48 @@ static inline uint64_t we__export_handle(we_handler fn, uint32_t ptr, uint32_t l
  *              event-count / event-bytes budget is spent.
  *   we_now:    wall-clock time, nanoseconds since the Unix epoch.
  *   we_random: fill buf with the task's seeded random stream (reproducible per seed).
- * The design's spawn, send, infer and generate are not provided by the host yet
- * (a module importing them is refused), so they are not declared. */
+ * Child requests go through the orchestrator: each takes one msgpack map and
+ * returns a handle (>= 0) at once, so an agent can fan out before it waits:
+ *   we_spawn:    {"agent": name or digest, "input": value, "fuel"?, "timeout"?}
+ *   we_send:     the same plus "session" (a stateful agent's session)
+ *   we_generate: {"prompt": str | "messages": [{role, content}...], "max_tokens"?,
+ *                 "temperature"?, "top_k"?, "top_p"?, "stop"?: [str], "seed"?, "model"?}
+ *   we_infer:    {"model": name, "inputs": {...}}
+ *   we_wait:     blocks until that child answered; its reply, a msgpack map
+ *                {"ok": true, "output": value, "fuel_used": n} or
+ *                {"ok": false, "error": {"code", "message", "retryable"}}, is written on
+ *                this module's heap through `alloc` (valid until the call ends)
+ *                and returned as (ptr << 32) | len. we_wait_reader wraps it.
+ * A request for an agent or model outside the manifest's grants, or past the
+ * task's budget of children, fails the task (a trap with a typed error). */
 #define WE__IMPORT(name) __attribute__((import_module("we"), import_name(name)))
 WE__IMPORT("log") void we_log(const char *msg, uint32_t len);
 WE__IMPORT("emit") int32_t we_emit(const uint8_t *event, uint32_t len);
 WE__IMPORT("now") int64_t we_now(void);
 WE__IMPORT("random") void we_random(uint8_t *buf, uint32_t len);
+WE__IMPORT("spawn") int32_t we_spawn(const uint8_t *request, uint32_t len);
+WE__IMPORT("send") int32_t we_send(const uint8_t *request, uint32_t len);
+WE__IMPORT("generate") int32_t we_generate(const uint8_t *request, uint32_t len);
+WE__IMPORT("infer") int32_t we_infer(const uint8_t *request, uint32_t len);
+WE__IMPORT("wait") uint64_t we_wait(int32_t handle);
 #undef WE__IMPORT
+
+/* A reader over the reply of child request `handle` (see we_wait). */
+static inline we_reader we_wait_reader(int32_t handle) {
+    uint64_t packed = we_wait(handle);
+    const uint8_t *p = (const uint8_t *)(uintptr_t)(uint32_t)(packed >> 32);
+    we_reader r = {p, p + (uint32_t)packed, 0};
+    return r;
+}
+
+/* The span [*start, *end) of the next value, consumed; false if there is none. */
+static inline bool we_read_raw(we_reader *r, const uint8_t **start, uint32_t *len) {
+    const uint8_t *s = r->p;
+    if (!we_skip(r)) return false;
+    *start = s;
+    *len = (uint32_t)(r->p - s);
+    return true;
+}
 
 /* we_log of a NUL-terminated string. */
 static inline void we_log_cstr(const char *msg) { we_log(msg, (uint32_t)we_strlen(msg)); }

@@ -122,7 +122,8 @@ class TaskCalls:
 
     def wait(self, handle: int) -> bytes:
         """Block until child ``handle`` answered; its reply as one msgpack map:
-        ``{"ok": true, "output": …, "stats": {…}}`` or ``{"ok": false, "error": {…}}``."""
+        ``{"ok": true, "output": …, "fuel_used": n}`` or ``{"ok": false, "error":
+        {code, message, retryable}}`` (nothing that depends on timing or placement)."""
         if not 0 <= handle < len(self._children):
             raise WasmEngineError(
                 E.WASM_TRAP,
@@ -225,5 +226,10 @@ def _guest_reply(reply: ChildReply) -> bytes:
         err = {"code": E.PROTO_BAD_MSGPACK, "message": "unreadable child reply"}
         return packb({"ok": False, "error": err})
     if reply.type == "task.result":
-        return packb({"ok": True, "output": body.get("output"), "stats": body.get("stats", {})})
-    return packb({"ok": False, "error": body})
+        # only what the child computed: timings and placement would make the parent's
+        # fuel and output depend on the run (the same seed must give the same bytes)
+        stats = body.get("stats")
+        fuel = stats.get("fuel_used") if isinstance(stats, dict) else None
+        return packb({"ok": True, "output": body.get("output"), "fuel_used": fuel})
+    err = {k: body.get(k) for k in ("code", "message", "retryable")}
+    return packb({"ok": False, "error": err})
