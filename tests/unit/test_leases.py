@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scheduler_harness import S, W1, W2, Harness, of_type, only
+from scheduler_harness import W1, W2, Harness, S, of_type, only
 
 from orchestrator.leases import Free, Leases
 from orchestrator.scheduler import BACK, FRONT
