@@ -77,14 +77,20 @@ class TensorPlane:
             or nbytes < self.inline_threshold
         )
 
-    def loan(self, shape: Sequence[int], dtype: str, *, dest_ns: str | None = None) -> Loan:
+    def loan(
+        self, shape: Sequence[int], dtype: str, *, dest_ns: str | None = None, in_shm: bool = False
+    ) -> Loan:
         """A writable array of ``shape``/``dtype`` in a slot of our arena (or, for an
-        inline tensor, in ordinary memory); ``shm.arena_full`` when no slot fits."""
+        inline tensor, in ordinary memory); ``shm.arena_full`` when no slot fits.
+        ``in_shm`` skips the size threshold: an output slot another process fills
+        must be in shared memory whatever its size."""
         np_dtype = dtype_of(dtype)
         dims = tuple(int(d) for d in shape)
         nbytes = nbytes_of(dims, np_dtype)
         arena = self.arena
-        if arena is None or self.goes_inline(nbytes, dest_ns):
+        if arena is None or (
+            self.goes_inline(nbytes, dest_ns) and not (in_shm and dest_ns in (None, self.ns))
+        ):
             self._check_cap(nbytes)
             return Loan(np.empty(dims, np_dtype), None)
         slot = arena.alloc(nbytes)
