@@ -49,6 +49,7 @@ class Membership:
         if known is not None:  # it dropped what it held when it said hello: not its fault
             self._lose(known, now, "re-hello", penalty=False)
         worker = self.workers.add(peer, msg, now)
+        s.tensors.hello(worker, header, msg)
         s.event(
             "worker.joined",
             now,
@@ -102,6 +103,7 @@ class Membership:
                 s.requeue(task, now, penalty=task_id not in returned)
         worker.inflight.clear()
         self.workers.remove(worker)
+        s.tensors.lost(worker, "bye", now)
         s.event("worker.left", now, worker=worker.name)
         s.pump(now)
 
@@ -120,6 +122,7 @@ class Membership:
     def _lose(self, worker: Worker, now: int, why: str, *, penalty: bool = True) -> None:
         s = self.sched
         self.workers.remove(worker)
+        s.tensors.lost(worker, why, now)
         s.counters["workers_lost" if penalty else "workers_rejoined"] += 1
         s.event("worker.lost", now, worker=worker.name, why=why, inflight=len(worker.inflight))
         for dispatch_id in list(worker.inflight):

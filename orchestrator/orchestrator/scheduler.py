@@ -38,6 +38,7 @@ from .intake import Intake
 from .membership import Membership
 from .outbox import BACK, FRONT, Outbox, Send
 from .tasks import Reply, Retention, State, Task, TaskQueue
+from .tensor_hooks import TensorHooks
 from .workers import Registry, Worker
 
 __all__ = ["BACK", "FRONT", "VERSION", "Scheduler", "Send"]
@@ -71,6 +72,7 @@ class Scheduler(Outbox):
         self.credit = self.members.credit
         self.bye = self.members.bye
         self.unreachable = self.members.unreachable
+        self.tensors = TensorHooks(self)  # tensor leases (docs/tensors.md)
 
     # ------------------------------------------------------------------ state
     def snapshot(self, now: int) -> dict[str, Any]:
@@ -291,6 +293,7 @@ class Scheduler(Outbox):
     def tick(self, now: int) -> None:
         """Liveness, deadlines and retention; run about every 100 ms."""
         self.members.expire(now)
+        self.tensors.tick(now)
         while self.deadlines and self.deadlines[0][0] <= now:
             _, _, task = heapq.heappop(self.deadlines)
             if task.state is not State.DONE:

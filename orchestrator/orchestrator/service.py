@@ -24,6 +24,7 @@ from wasm_engine.config import Settings
 from wasm_engine.envelope import Envelope, EnvelopeError, decode, encode
 from wasm_engine.errors import ProtocolError, WasmEngineError
 from wasm_engine.protocol import make_header
+from wasm_engine.tensors import unlink
 
 from .scheduler import BACK, FRONT, Scheduler
 
@@ -50,6 +51,7 @@ class Orchestrator:
             "task.cancel": self._on_cancel,
             "status.get": self._on_status,
             "agent.put": self._on_agent_put,
+            "shm.release": self._on_shm_release,
         }
         log.info(
             "listening front=%s back=%s telemetry=%s",
@@ -106,6 +108,8 @@ class Orchestrator:
 
     def _flush(self) -> None:
         sched = self.scheduler
+        if sched.tensors.reclaim:  # segments of lost owners (docs/tensors.md)
+            self._reclaim()
         while sched.outbox:
             batch, sched.outbox = sched.outbox, []
             for out in batch:
@@ -119,6 +123,11 @@ class Orchestrator:
                     else:
                         log.warning("worker %r unreachable: %s", out.peer, exc)
                         sched.unreachable(out.peer, time.time_ns())
+
+    def _reclaim(self) -> None:
+        names, self.scheduler.tensors.reclaim = self.scheduler.tensors.reclaim, []
+        gone = [name for name in names if unlink(name)]
+        log.info("reclaimed %d of %d shm segments of lost workers", len(gone), len(names))
 
     def _publish(self, type_: str, body: bytes) -> None:
         frames = [type_.encode(), *encode(make_header(type_, sender=self.name), body)]
@@ -170,6 +179,10 @@ class Orchestrator:
         msg = _parse(M.AgentPut, env)
         self.scheduler.agent_put(env.routing[0], env.header, msg, env.blobs)
 
+    def _on_shm_release(self, env: Envelope, now: int) -> None:
+        msg = _parse(M.ShmRelease, env)
+        self.scheduler.tensors.release(FRONT, env.routing[0], env.header, msg)
+
     # ------------------------------------------------------------------ back
     def _on_back(self, frames: list[bytes]) -> None:
         peer = frames[0]
@@ -198,6 +211,10 @@ class Orchestrator:
                 if worker is None:
                     raise WasmEngineError(E.WORKER_UNKNOWN, "task.submit before worker.hello")
                 sched.child_submit(worker, header, env.body, _parse(M.TaskSubmit, env), now)
+            elif type_ == "shm.lease":
+                sched.tensors.lease(peer, header, _parse(M.ShmLease, env), now)
+            elif type_ == "shm.release":
+                sched.tensors.release(BACK, peer, header, _parse(M.ShmRelease, env))
             elif type_ == "worker.heartbeat":
                 sched.heartbeat(peer, header, _parse(M.WorkerHeartbeat, env), now)
             elif type_ == "worker.hello":

@@ -223,13 +223,13 @@ def _guest_reply(reply: ChildReply) -> bytes:
     except Exception:
         body = None
     if not isinstance(body, dict):
-        err = {"code": E.PROTO_BAD_MSGPACK, "message": "unreadable child reply"}
-        return packb({"ok": False, "error": err})
+        unreadable = {"code": E.PROTO_BAD_MSGPACK, "message": "unreadable child reply"}
+        return packb({"ok": False, "error": unreadable})
     if reply.type == "task.result":
         # only what the child computed: timings and placement would make the parent's
         # fuel and output depend on the run (the same seed must give the same bytes)
         stats = body.get("stats")
         fuel = stats.get("fuel_used") if isinstance(stats, dict) else None
         return packb({"ok": True, "output": body.get("output"), "fuel_used": fuel})
-    err = {k: body.get(k) for k in ("code", "message", "retryable")}
+    err: dict[str, Any] = {k: body.get(k) for k in ("code", "message", "retryable")}
     return packb({"ok": False, "error": err})

@@ -38,6 +38,11 @@ class Settings:
     max_depth: int = 8  # child requests (spawn…) nested at most this deep: task.too_deep
     result_ttl: float = 300.0  # seconds a finished task answers duplicates
     worker_name: str = ""  # default: <kind>-<host>-<pid>
+    stack: str = ""  # instance id in shm segment names; default: a digest of `home`
+    shm_arena: int = 0  # bytes of shared memory a worker maps up front; 0: tensors go inline
+    shm_segment: int = 256 << 20  # bytes per arena segment: the largest tensor in shm
+    tensor_inline_cap: int = 64 << 20  # largest tensor sent inline (across shm namespaces)
+    lease_ttl: float = 60.0  # seconds a tensor lease lives unless released earlier
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Settings:

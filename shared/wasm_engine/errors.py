@@ -39,16 +39,22 @@ WASM_BAD_OUTPUT: Final = "wasm.bad_output"
 WASM_OUTPUT_TOO_LARGE: Final = "wasm.output_too_large"
 WASM_AGENT_MISSING: Final = "wasm.agent_missing"
 WASM_CAPABILITY_DENIED: Final = "wasm.capability_denied"  # a host call not granted / not built
-# -- inference / shm (reserved for the tensor and inference planes) -----------
+# -- inference (reserved for the inference plane) ------------------------------
 INFER_MODEL_MISSING: Final = "infer.model_missing"
 INFER_DEVICE_UNAVAILABLE: Final = "infer.device_unavailable"
-SHM_STALE_HANDLE: Final = "shm.stale_handle"
+# -- tensor plane (docs/tensors.md) --------------------------------------------
+SHM_STALE_HANDLE: Final = "shm.stale_handle"  # slot reused/freed, or its segment is gone
+SHM_BAD_HANDLE: Final = "shm.bad_handle"  # malformed handle, out of bounds, nbytes != shape
+SHM_FOREIGN_NAMESPACE: Final = "shm.foreign_namespace"  # a handle into another /dev/shm
+SHM_ARENA_FULL: Final = "shm.arena_full"  # no free slot: retry after frees (backpressure)
+SHM_INLINE_TOO_LARGE: Final = "shm.inline_too_large"  # an inline tensor over its cap
+SHM_TOO_SMALL: Final = "shm.too_small"  # preflight: /dev/shm cannot hold the arena
 # -- client side ----------------------------------------------------------------
 CLIENT_TIMEOUT: Final = "client.timeout"  # the SDK gave up waiting; the task may still run
 INTERNAL: Final = "internal"
 
 #: Codes a client may retry without changing anything.
-RETRYABLE: Final = frozenset({TASK_OVERLOADED, TASK_WORKER_LOST, CLIENT_TIMEOUT})
+RETRYABLE: Final = frozenset({TASK_OVERLOADED, TASK_WORKER_LOST, CLIENT_TIMEOUT, SHM_ARENA_FULL})
 
 
 class WasmEngineError(Exception):

@@ -24,6 +24,7 @@ from typing import Any
 from .client import Client
 from .config import Settings, to_env
 from .errors import WasmEngineError
+from .tensors import reap, stack_id
 
 log = logging.getLogger("wasm_engine.local")
 
@@ -49,6 +50,11 @@ class LocalStack:
     @property
     def front(self) -> str:
         return self.settings.front
+
+    @property
+    def stack_id(self) -> str:
+        """The id in this stack's shm segment names (``wasm-engine-<id>-…``)."""
+        return stack_id(self.settings.stack, self.settings.home)
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -113,6 +119,7 @@ class LocalStack:
         self._terminate([self.orchestrator] if self.orchestrator else [])
         self.workers.clear()
         self.orchestrator = None
+        reap(self.stack_id)  # what a process killed with its orchestrator left in /dev/shm
         if self._tmp is not None:
             self._tmp.cleanup()
 

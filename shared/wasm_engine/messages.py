@@ -163,10 +163,19 @@ class WorkerHello(Message):
     shm_ns: str = ""
     device: str = "cpu"
     pid: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)  # its arena: [{name, size}]
 
     def validate(self) -> None:
         _require(self.kind in ("wasm", "inference"), self.TYPE, "kind", "must be wasm|inference")
         _require(1 <= self.credits <= 4096, self.TYPE, "credits", "must be in 1..4096")
+        _require(len(self.segments) <= 1024, self.TYPE, "segments", "must be <= 1024 entries")
+        for seg in self.segments:
+            _require(
+                type(seg.get("name")) is str and type(seg.get("size")) is int and seg["size"] > 0,
+                self.TYPE,
+                "segments",
+                "entries must be {name: str, size: int > 0}",
+            )
 
 
 @message("worker.welcome")
@@ -204,6 +213,35 @@ class TaskDispatch(Message):
     queued_us: int
     agent: str | None = None
     reuse: bool = False
+
+
+# ---------------------------------------------------------------- tensor leases
+
+
+@message("shm.lease")
+class ShmLease(Message):
+    """Owner -> orchestrator: ``holders`` hold the slot of ``ref`` (a TensorRef map)."""
+
+    ref: dict[str, Any]
+    holders: list[str]
+    ttl: float = 0.0  # seconds; 0: the orchestrator's lease_ttl
+
+
+@message("shm.release")
+class ShmRelease(Message):
+    """Holder -> orchestrator: ``holder`` is done with the slot of ``ref``."""
+
+    ref: dict[str, Any]
+    holder: str
+
+
+@message("shm.free")
+class ShmFree(Message):
+    """Orchestrator -> owner: the last holder is done; the slot may be reused."""
+
+    segment: str
+    offset: int
+    generation: int
 
 
 # ---------------------------------------------------------------- telemetry (PUB)

@@ -43,6 +43,7 @@ from .heartbeat import CTRL_RECONNECT, CTRL_REHELLO, HeartbeatThread
 from .protocol import Header, make_header
 from .task_threads import TaskThreads
 from .tasks import Emit, TaskHandler
+from .tensors import TensorPlane, process, shm_namespace
 
 __all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "Emit", "TaskHandler", "WorkerLoop"]
 
@@ -79,6 +80,7 @@ class WorkerLoop:
         self._seq = 0
         # threads are made only as tasks need them; a parent waiting on children holds one
         self.threads = TaskThreads(self.name, settings.concurrency, MAX_TASK_THREADS)
+        self.tensors: TensorPlane | None = None  # made in run(): it creates the arena
 
     def inflight(self) -> int:
         return len(self.pending) + self._busy + self.threads.running
@@ -119,9 +121,10 @@ class WorkerLoop:
             credits=self.credits,
             capabilities=self.handler.capabilities(),
             host=pysocket.gethostname(),
-            shm_ns=_shm_namespace(),
+            shm_ns=shm_namespace(),
             device=self.handler.device,
             pid=os.getpid(),
+            segments=process.hello_segments(self.tensors) if self.tensors else [],
         )
         self._send(make_header("worker.hello", sender=self.name), hello.pack())
 
@@ -138,6 +141,7 @@ class WorkerLoop:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
+        self.tensors = process.plane_for(self.settings, self.name)  # preflight, then the arena
         ctrl = self.ctx.socket(zmq.PAIR)
         ctrl.bind(self.ctrl_endpoint)
         sock = self._connect()
@@ -167,6 +171,7 @@ class WorkerLoop:
                 self._sock.close()
             self.threads.close()
             self.ctx.term()
+            self.tensors.close()
         log.info("worker %s stopped after %d tasks", self.name, self.completed)
         return 0
 
@@ -305,6 +310,10 @@ class WorkerLoop:
                 log.info("registered with the orchestrator as %s", self.identity.decode())
             elif type_ == "task.cancel":
                 self._cancel(env)
+            elif type_ == "shm.free":
+                freed = M.parse(type_, env.body)
+                if isinstance(freed, M.ShmFree) and self.tensors is not None:
+                    process.on_free(self.tensors, freed)
             elif type_ == "error":
                 said = M.parse(type_, env.body)
                 if isinstance(said, M.Error) and said.code == E.WORKER_UNKNOWN:
@@ -374,12 +383,3 @@ class WorkerLoop:
         self.pending.clear()
         log.info("saying bye, handing back %d tasks", len(returned))
         self._send(make_header("worker.bye", sender=self.name), M.WorkerBye(returned).pack())
-
-
-def _shm_namespace() -> str:
-    """Host + IPC namespace: processes with equal values share /dev/shm."""
-    try:
-        ipc = os.readlink("/proc/self/ns/ipc")
-    except OSError:
-        ipc = "ipc:?"
-    return f"{pysocket.gethostname()}/{ipc}"

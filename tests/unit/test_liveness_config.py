@@ -104,6 +104,11 @@ def test_every_field_has_a_wasm_engine_env_var_of_its_type() -> None:
         "WASM_ENGINE_RESULT_TTL": "12.5",
         "WASM_ENGINE_WORKER_NAME": "w-x",
         "WASM_ENGINE_LOG_LEVEL": "DEBUG",
+        "WASM_ENGINE_STACK": "ci7",
+        "WASM_ENGINE_SHM_ARENA": "1048576",
+        "WASM_ENGINE_SHM_SEGMENT": "524288",
+        "WASM_ENGINE_TENSOR_INLINE_CAP": "4096",
+        "WASM_ENGINE_LEASE_TTL": "2.5",
     }
     assert {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)} == set(env)
     s = from_env(env)
@@ -124,6 +129,11 @@ def test_every_field_has_a_wasm_engine_env_var_of_its_type() -> None:
         result_ttl=12.5,
         worker_name="w-x",
         log_level="DEBUG",
+        stack="ci7",
+        shm_arena=1 << 20,
+        shm_segment=1 << 19,
+        tensor_inline_cap=4096,
+        lease_ttl=2.5,
     )
     assert type(s.credits) is int
     assert type(s.result_ttl) is float

@@ -21,7 +21,6 @@ def test_every_error_code_is_documented() -> None:
     reserved = {
         errors.INFER_MODEL_MISSING,
         errors.INFER_DEVICE_UNAVAILABLE,
-        errors.SHM_STALE_HANDLE,
     }
     missing = sorted(c for c in codes - reserved if f"`{c}`" not in text)
     assert not missing, f"codes missing from docs/protocol.md: {missing}"

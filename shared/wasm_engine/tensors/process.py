@@ -1,0 +1,45 @@
+"""A service process's tensor plane, built from its :class:`~wasm_engine.config.Settings`.
+
+Owns the start (preflight, then the arena, when ``shm_arena`` > 0) and the
+orchestrator's side of the conversation as an owner sees it: the segments to
+announce in ``worker.hello`` (recreating any the orchestrator reclaimed while it
+thought us lost) and ``shm.free``. The worker loop calls these three; it keeps
+no tensor logic of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..config import Settings
+from ..messages import ShmFree
+from .arena import Arena
+from .plane import TensorPlane
+from .shm import stack_id
+
+log = logging.getLogger("wasm_engine.tensors")
+
+
+def plane_for(settings: Settings, owner: str) -> TensorPlane:
+    """Raises ``shm.too_small`` when /dev/shm cannot hold ``shm_arena``."""
+    arena = None
+    if settings.shm_arena > 0:
+        arena = Arena(
+            stack_id(settings.stack, settings.home),
+            settings.shm_arena,
+            segment_size=settings.shm_segment,
+        )
+    return TensorPlane(arena, owner=owner, inline_cap=settings.tensor_inline_cap)
+
+
+def hello_segments(plane: TensorPlane) -> list[dict[str, Any]]:
+    if plane.arena is None:
+        return []
+    plane.arena.revive()
+    return list(plane.arena.describe())
+
+
+def on_free(plane: TensorPlane, msg: ShmFree) -> None:
+    if plane.arena is None or not plane.arena.free(msg.segment, msg.offset, msg.generation):
+        log.debug("shm.free of a slot not in use: %s@%d", msg.segment, msg.offset)
