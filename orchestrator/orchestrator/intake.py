@@ -113,7 +113,14 @@ class Intake:
             depth=parent.depth + 1 if parent is not None else 0,
         )
         s.tasks[task.task_id] = task
-        queue.push(task)
+        if msg.session is not None and msg.kind == "wasm":
+            routed = s.sessions.route(task, msg.session, now)  # None: parked behind a call
+            if routed is not None:
+                s.enqueue(task, routed)
+            elif task.state is State.DONE:
+                return None  # answered at once (its session was lost)
+        else:
+            queue.push(task)
         if deadline is not None:
             heapq.heappush(s.deadlines, (deadline, task.seq, task))
         s.event(

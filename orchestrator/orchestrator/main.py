@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "queue_limit",
             "max_attempts",
             "max_depth",
+            "session_idle",
             "result_ttl",
             "log_level",
         ],

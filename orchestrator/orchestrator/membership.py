@@ -103,6 +103,7 @@ class Membership:
                 s.requeue(task, now, penalty=task_id not in returned)
         worker.inflight.clear()
         self.workers.remove(worker)
+        s.sessions.worker_gone(worker, now)
         s.tensors.lost(worker, "bye", now)
         s.event("worker.left", now, worker=worker.name)
         s.pump(now)
@@ -130,3 +131,4 @@ class Membership:
             if task is not None and task.dispatch_id == dispatch_id and task.state is State.RUNNING:
                 s.requeue(task, now, penalty=penalty)
         worker.inflight.clear()
+        s.sessions.worker_gone(worker, now)

@@ -37,6 +37,7 @@ from .agents import AgentStore
 from .intake import Intake
 from .membership import Membership
 from .outbox import BACK, FRONT, Outbox, Send
+from .sessions import Sessions
 from .tasks import Reply, Retention, State, Task, TaskQueue
 from .tensor_hooks import TensorHooks
 from .workers import Registry, Worker
@@ -65,6 +66,7 @@ class Scheduler(Outbox):
         self.cancel = self.intake.cancel
         self.agent_put = self.intake.agent_put
         self.status = self.intake.status
+        self.sessions = Sessions(self)
         self.members = Membership(self)
         self.touch = self.members.touch
         self.hello = self.members.hello
@@ -85,6 +87,7 @@ class Scheduler(Outbox):
                 "uptime_s": round((now - self.started_at) / 1e9, 3),
                 "tasks_known": len(self.tasks),
                 "agents": len(self.agents),
+                "sessions": len(self.sessions),
                 "heartbeat_interval": self.settings.heartbeat_interval,
             },
             "workers": [w.describe(now) for w in self.workers],
@@ -105,6 +108,18 @@ class Scheduler(Outbox):
                 if task is None:
                     break
                 self._dispatch(task, worker, now)
+
+    def enqueue(self, task: Task, key: str) -> None:
+        """Put a task (new, or a parked session call) in queue ``key``."""
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = TaskQueue(self.settings.queue_limit)
+        task.queue, task.state, task.parked = key, State.QUEUED, False
+        queue.push(task)
+
+    def tasks_in(self, key: str) -> list[Task]:
+        queue = self.queues.get(key)
+        return queue.queued() if queue is not None else []
 
     def _dispatch(self, task: Task, worker: Worker, now: int) -> None:
         task.attempts += 1
@@ -130,7 +145,12 @@ class Scheduler(Outbox):
                 blobs += (stored.module, stored.wire_manifest)
                 worker.agents.add(task.agent)
         queued_us = (now - task.queued_at) // 1000
-        body = TaskDispatch(task.task_id, task.attempts, queued_us, task.agent, reuse).pack()
+        session, fresh = None, False
+        if task.session is not None:
+            session, fresh = task.session[1], self.sessions.started(task, worker)
+        body = TaskDispatch(
+            task.task_id, task.attempts, queued_us, task.agent, reuse, session, fresh
+        ).pack()
         self.send(BACK, worker.peer, header, body, blobs)
         self.event(
             "task.dispatched",
@@ -144,6 +164,8 @@ class Scheduler(Outbox):
 
     def requeue(self, task: Task, now: int, *, penalty: bool) -> None:
         self.unlend(task)
+        if task.session is not None and self.sessions.lost(task, now):
+            return  # its instance went with its worker
         if not penalty:
             task.attempts -= 1
         task.worker = None
@@ -167,7 +189,7 @@ class Scheduler(Outbox):
     # ------------------------------------------------------------------ finishing
     def end(self, task: Task, err: WasmEngineError, now: int) -> None:
         """End a task that no worker answered for (cancel, deadline, lost)."""
-        if task.state is State.QUEUED:
+        if task.state is State.QUEUED and not task.parked:
             self.queues[task.queue].discard(task)
         elif task.state is State.RUNNING and task.worker is not None:
             self._cancel_on_worker(task)
@@ -183,6 +205,8 @@ class Scheduler(Outbox):
 
     def _finish(self, task: Task, reply: Reply, now: int, code: str | None = None) -> None:
         self.unlend(task)
+        if task.session is not None:
+            self.sessions.finished(task, now)
         task.state = State.DONE
         task.reply = reply
         task.finished_at = now
@@ -293,6 +317,7 @@ class Scheduler(Outbox):
     def tick(self, now: int) -> None:
         """Liveness, deadlines and retention; run about every 100 ms."""
         self.members.expire(now)
+        self.sessions.expire(now)
         self.tensors.tick(now)
         while self.deadlines and self.deadlines[0][0] <= now:
             _, _, task = heapq.heappop(self.deadlines)

@@ -55,6 +55,8 @@ class Task:
     side: int = 0  # the socket its submitter is on: FRONT (a client) or BACK (a worker's task)
     parent_task: Task | None = None  # the running task that asked for this one (a child)
     depth: int = 0  # 0 for a client's task, parent's + 1 for a child
+    session: tuple[str, str] | None = None  # (agent digest, session id) of a stateful call
+    parked: bool = False  # a session call waiting behind the one running: in no queue
     waiting_on: int = 0  # its children not answered yet (while > 0 its credit is lent)
 
 
@@ -77,6 +79,9 @@ class TaskQueue:
     def discard(self, task: Task) -> None:
         """Account for a queued task leaving by another way (cancel, deadline)."""
         self.depth -= 1
+
+    def queued(self) -> list[Task]:
+        return [t for _, _, t in self._heap if t.state is State.QUEUED and t.worker is None]
 
     def pop(self) -> Task | None:
         heap = self._heap

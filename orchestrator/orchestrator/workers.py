@@ -42,8 +42,8 @@ class Worker:
         return self.credits - len(self.inflight) + self.lent
 
     def serves(self, queue: str) -> bool:
-        if self.kind == "wasm":
-            return queue == "wasm"
+        if self.kind == "wasm":  # and its sessions' queue (see orchestrator.sessions)
+            return queue in ("wasm", f"wasm@{self.name}")
         return queue in self.capabilities or "*" in self.capabilities
 
     def describe(self, now: int) -> dict[str, object]:

@@ -116,6 +116,7 @@ class AsyncClient:
         deadline: float | None = None,
         trace: str | None = None,
         on_event: OnEvent | None = None,
+        session: str | None = None,
     ) -> asyncio.Future[Result]:
         """Queue one wasm task (as :meth:`Client.submit`); await the future for its result."""
         task_id, rid, frames, digest = self._book.submit_frames(
@@ -127,6 +128,7 @@ class AsyncClient:
             seed=seed,
             deadline=deadline,
             trace=trace,
+            session=session,
         )
         return await self._request(rid, task_id, frames, digest, on_event)
 

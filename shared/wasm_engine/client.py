@@ -151,13 +151,17 @@ class Client:
         deadline: float | None = None,
         trace: str | None = None,
         on_event: OnEvent | None = None,
+        session: str | None = None,
     ) -> TaskFuture:
         """Queue one wasm task; ``deadline`` is seconds since the epoch; ``seed``
         seeds the agent's ``we.random``; ``on_event`` gets each value the agent
-        emits, in order, before the result (called while this client pumps)."""
+        emits, in order, before the result (called while this client pumps);
+        ``session`` runs it in that session's instance of the agent (its memory
+        kept between calls, one call at a time)."""
         task_id, rid, frames, digest = self._book.submit_frames(
             agent, input, task_id=task_id, priority=priority, seed=seed, deadline=deadline,
             trace=trace, limits={"fuel": fuel, "timeout": timeout, "memory": memory},
+            session=session,
         )  # fmt: skip
         return self._request(rid, task_id, frames, digest, on_event)
 

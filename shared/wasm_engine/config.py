@@ -35,6 +35,7 @@ class Settings:
     concurrency: int = 1  # tasks one worker computes at once, on threads (worker side)
     queue_limit: int = 10_000  # queued tasks per kind before task.overloaded
     max_attempts: int = 3  # dispatches of a task before task.worker_lost
+    session_idle: float = 300.0  # seconds a session may idle before its instance is dropped
     max_depth: int = 8  # child requests (spawn…) nested at most this deep: task.too_deep
     result_ttl: float = 300.0  # seconds a finished task answers duplicates
     worker_name: str = ""  # default: <kind>-<host>-<pid>

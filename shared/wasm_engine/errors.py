@@ -25,6 +25,7 @@ TASK_WORKER_LOST: Final = "task.worker_lost"  # its worker died on every attempt
 TASK_CONFLICT: Final = "task.conflict"  # task_id reused with a different body
 TASK_CANCELLED: Final = "task.cancelled"
 TASK_NOT_FOUND: Final = "task.not_found"
+SESSION_LOST: Final = "session.lost"  # a session's instance is gone (worker died, idled out)
 TASK_TOO_DEEP: Final = "task.too_deep"  # child requests nested past max_depth
 # -- workers -------------------------------------------------------------------
 WORKER_UNKNOWN: Final = "worker.unknown"  # a worker message before hello: say hello again

@@ -213,6 +213,16 @@ class TaskDispatch(Message):
     queued_us: int
     agent: str | None = None
     reuse: bool = False
+    session: str | None = None  # the call runs in this session's instance
+    fresh: bool = False  # the session's first call here: make its instance
+
+
+@message("session.end")
+class SessionEnd(Message):
+    """orchestrator -> worker: a session idled out; drop its instance."""
+
+    agent: str
+    session: str
 
 
 # ---------------------------------------------------------------- tensor leases

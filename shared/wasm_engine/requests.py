@@ -92,6 +92,7 @@ class Book:
         seed: int,
         deadline: float | None,
         trace: str | None,
+        session: str | None = None,
     ) -> tuple[str, str, list[bytes], str]:
         digest = agent.digest if isinstance(agent, AgentRef) else agent
         task_id = task_id or os.urandom(12).hex()
@@ -103,6 +104,7 @@ class Book:
             priority=priority,
             seed=seed,
             limits={k: v for k, v in limits.items() if v is not None},
+            session=session,
         ).pack()
         deadline_ns = int(deadline * 1e9) if deadline is not None else None
         header = make_header(

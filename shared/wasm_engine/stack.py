@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: Settings each program is given (and compose must give its service), by field name.
 ORCHESTRATOR_SETTINGS: tuple[str, ...] = ("front", "back", "telemetry", "home", "log_level")
 ORCHESTRATOR_SETTINGS += ("heartbeat_interval", "heartbeat_liveness", "queue_limit")
-ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth")
+ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth", "session_idle")
 WASM_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name", "credits")
 WASM_WORKER_SETTINGS += ("concurrency",)
 WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")

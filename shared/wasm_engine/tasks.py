@@ -43,6 +43,10 @@ class TaskHandler(Protocol):
         refuse it at once."""
         ...
 
+    def end_session(self, agent: str | None, session: str | None) -> None:
+        """Drop a session's state (every session's with ``None``)."""
+        ...
+
     def may_block(self, dispatch: M.TaskDispatch) -> bool:
         """True if the task may wait on others (child requests): it then runs on a
         task thread, so the I/O thread keeps serving while it waits."""

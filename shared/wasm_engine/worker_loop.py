@@ -113,6 +113,7 @@ class WorkerLoop:
         self.registered = False
         self._hello_at = time.monotonic()
         self.pending.clear()  # an orchestrator that forgot us forgot these dispatches too
+        self.handler.end_session(None, None)  # and its sessions: their next calls start fresh
         lost = M.Error(E.TASK_WORKER_LOST, "the orchestrator restarted", retryable=True)
         self.threads.fail_children(ChildReply("error", lost.pack()))
         hello = M.WorkerHello(
@@ -308,6 +309,10 @@ class WorkerLoop:
                 self.registered = True
                 self._hello_at = 0.0
                 log.info("registered with the orchestrator as %s", self.identity.decode())
+            elif type_ == "session.end":
+                ended = M.parse(type_, env.body)
+                if isinstance(ended, M.SessionEnd):
+                    self.handler.end_session(ended.agent, ended.session)
             elif type_ == "task.cancel":
                 self._cancel(env)
             elif type_ == "shm.free":

@@ -149,6 +149,7 @@ class Harness:
         agent: str = DIGEST,
         kind: str = "wasm",
         model: str | None = None,
+        session: str | None = None,
     ) -> Header:
         body = M.TaskSubmit(
             task_id=task_id,
@@ -158,6 +159,7 @@ class Harness:
             input=data,
             priority=priority,
             ack=ack,
+            session=session,
         ).pack()
         self.bodies.setdefault(task_id, body)
         return self.submit_body(body, client=client, deadline=deadline, trace=trace)

@@ -199,6 +199,7 @@ def test_every_message_type_roundtrips_through_its_class() -> None:
         "worker.heartbeat": {"worker": "w", "inflight": 2},
         "worker.credit": {"credits": 8},
         "worker.bye": {"returned": ["a", "b"]},
+        "session.end": {"agent": "sha256:ab", "session": "s1"},
         "shm.lease": {"ref": {"dtype": "float32"}, "holders": ["t1"], "ttl": 2.0},
         "shm.release": {"ref": {"dtype": "float32"}, "holder": "t1"},
         "shm.free": {"segment": "wasm-engine-s-1-aa-1", "offset": 64, "generation": 3},

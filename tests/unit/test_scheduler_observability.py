@@ -42,6 +42,7 @@ def test_snapshot_shape_and_status_reply(h: Harness) -> None:
         "uptime_s": 2.5,
         "tasks_known": 3,
         "agents": 1,
+        "sessions": 0,
         "heartbeat_interval": 1.0,
     }
     assert snap["workers"] == [

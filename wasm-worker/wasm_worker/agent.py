@@ -122,12 +122,17 @@ class Agent:
         task_id: str = "",
         emit: Emit | None = None,
         calls: Calls | None = None,
+        slot: capi.Slot | None = None,
     ) -> CallResult:
         """Run ``handle`` on ``data``; every failure is a :class:`WasmEngineError`.
 
         ``task_id`` (for the log), ``emit`` (the sink of ``we.emit`` values) and
         ``calls`` (child requests: spawn, generate…) matter only to a
-        :class:`HostAgent`: this agent imports no host call."""
+        :class:`HostAgent`: this agent imports no host call. With ``slot`` the
+        call runs in that slot's instance (a session's), made if it has none and
+        kept after; the caller owns the slot."""
+        if slot is not None:
+            return self.call_in(slot, data, limits, reuse=True)
         s = self.take(reuse)
         try:
             return self.call_in(s, data, limits, reuse=reuse)
@@ -259,7 +264,12 @@ class HostAgent(Agent):
         task_id: str = "",
         emit: Emit | None = None,
         calls: Calls | None = None,
+        slot: capi.Slot | None = None,
     ) -> CallResult:
+        if slot is not None:
+            return self.call_host(
+                slot, data, limits, reuse=True, task_id=task_id, emit=emit, calls=calls
+            )
         s = self.take(reuse)
         try:
             return self.call_host(

@@ -30,7 +30,8 @@ from wasm_engine.errors import WasmEngineError
 from wasm_engine.manifest import Manifest, agent_digest, parse_manifest
 from wasm_engine.tasks import Emit
 
-from .runtime import Agent, Limits, WasmRuntime
+from . import capi
+from .runtime import Agent, CallResult, Limits, WasmRuntime
 
 NIL = b"\xc0"
 
@@ -71,6 +72,8 @@ class WasmHandler:
         self.modules: dict[str, tuple[bytes, bytes | None]] = {}  # received, not compiled yet
         self.manifests: dict[str, Manifest] = {}
         self.refused: dict[str, WasmEngineError] = {}  # digest -> why it did not load
+        # (digest, session) -> the slot holding that session's instance
+        self.sessions: dict[tuple[str, str], capi.Slot] = {}
 
     def capabilities(self) -> list[str]:
         return ["wasm"]
@@ -83,6 +86,49 @@ class WasmHandler:
         except WasmEngineError:
             return False
         return agent.blocking
+
+    def _session_call(
+        self,
+        agent: Agent,
+        dispatch: M.TaskDispatch,
+        data: bytes,
+        limits: Limits,
+        emit: Emit | None,
+        calls: TaskCalls | None,
+    ) -> CallResult:
+        """One call in a session's own instance (made on its first call, kept
+        after; a call that traps loses it: the next call is told so with
+        ``session.lost``, and the one after starts a fresh instance)."""
+        key = (dispatch.agent or "", dispatch.session or "")
+        slot = self.sessions.pop(key, None)
+        if slot is None:
+            if not dispatch.fresh:
+                self.sessions[key] = capi.Slot()  # told once: the next call starts afresh
+                raise WasmEngineError(
+                    E.SESSION_LOST,
+                    f"session {key[1]!r} has no instance on this worker (a call trapped, "
+                    "or the worker restarted)",
+                    detail={"session": key[1]},
+                )
+            slot = capi.Slot()
+        try:
+            result = agent.call(
+                data, limits, task_id=dispatch.task_id, emit=emit, calls=calls, slot=slot
+            )
+        except WasmEngineError:
+            agent.give(slot, reuse=False)  # its instance was dropped with the trap
+            raise
+        self.sessions[key] = slot
+        return result
+
+    def end_session(self, agent: str | None, session: str | None) -> None:
+        """Drop a session's instance (all of them with ``None``: the orchestrator forgot us)."""
+        keys = list(self.sessions) if agent is None else [(agent, session or "")]
+        for key in keys:
+            slot = self.sessions.pop(key, None)
+            loaded = self.agents.get(key[0])
+            if slot is not None and loaded is not None:
+                loaded[0].give(slot, reuse=False)
 
     def budget(self, digest: str) -> Budget:
         """What a task of this agent may ask of others: its manifest's grants and limits."""
@@ -193,9 +239,12 @@ class WasmHandler:
             deadline = time.monotonic() + limits.timeout_s
             budget = self.budget(dispatch.agent or "")
             calls = TaskCalls(link, dispatch, env, submit.seed, deadline, budget)
-        result = agent.call(
-            data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit, calls=calls
-        )
+        if dispatch.session is None:
+            result = agent.call(
+                data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit, calls=calls
+            )
+        else:
+            result = self._session_call(agent, dispatch, data, limits, emit, calls)
         output = result.output or NIL
         try:
             msgpack.unpackb(output, max_ext_len=0, strict_map_key=False)
