@@ -111,3 +111,27 @@ def test_the_planner_fans_out_reduces_and_matches_running_the_steps_by_hand(
             raise AssertionError("a planner spawning an agent it was not granted ran")
         except Exception as exc:
             assert getattr(exc, "code", None) == E.WASM_CAPABILITY_DENIED
+
+
+def test_a_spawn_storm_stops_at_the_budget_and_the_worker_serves_on(
+    make_stack: Callable[..., Settings],
+) -> None:
+    stack = make_stack(credits=4)
+    with Client(stack.front, timeout=30) as client:
+        client.put_agent(wasm("echo"), name="echo")
+        storm = client.put_agent(
+            wasm("storm"), manifest={"name": "storm", "limits": {"children": 8}}
+        )
+        try:
+            client.run(storm, {"agent": "echo", "input": 1})
+            raise AssertionError("the storm was not stopped")
+        except Exception as exc:  # noqa: BLE001 - checked here
+            err = exc
+        assert getattr(err, "code", None) == E.WASM_TRAP
+        assert err.detail["trap"] == "host_limit" and err.detail["limit"] == 8  # type: ignore[attr-defined]
+        spawner = client.put_agent(wasm("spawner"), name="spawner")
+        ok = client.run(spawner, {"agent": "echo", "input": "after"})
+        assert ok.output["output"] == "after"
+        # the 8 children it did send ran (they are real tasks), nothing more
+        done = client.status()["counters"]
+        assert done["submitted"] == 8 + 1 + 2
