@@ -1,15 +1,18 @@
-"""`make demo`: start the local stack, run a real workflow of WASM agents, stop it.
+"""`make demo`: start the local stack, run a real multi-agent workflow, stop it.
 
-The workflow, map/reduce over agents written in C (agents/src, built to
-agents/build): the repository's docs are split into chunks, the ``textstats``
-agent counts words, lines and the most frequent words of each chunk on the
-wasm-worker pool, the ``reduce_stats`` agent merges the partial results, and
-the word count is checked against Python's. A burst of no-op tasks then shows
-the per-task overhead. It prints the results, the per-worker distribution and
-timings, then stops the stack (or leaves it up with ``--keep``).
+The workflow is one task of the ``planner`` agent (C, agents/src/planner.c): it
+splits nothing itself, it fans out. Given the repository's docs cut into chunks,
+it spawns one ``textstats`` agent per chunk (all at once: they run in parallel
+on the wasm-worker pool), waits for them, spawns ``reduce_stats`` on their
+outputs, then hands the merged statistics to ``summarize``, which asks the LLM
+(SmolLM2 on an inference worker, through ``we.generate``) what the documents are
+about. Every step is an agent task the orchestrator schedules, and every task
+carries the planner's trace id: the demo listens to the orchestrator's
+telemetry and prints each step's timings from it. The word count is checked
+against Python's. A burst of no-op tasks then shows the per-task overhead.
 
-What is not in this build yet is said, not faked: agents calling each other
-(``spawn``) and the LLM step land with the sandbox and inference issues.
+Without a built LLM (``wasm-engine models build smollm2``, run by ``make demo``)
+the LLM step is skipped, and the demo says so.
 """
 
 from __future__ import annotations
@@ -20,13 +23,19 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import zmq
 
 from wasm_engine import Client
+from wasm_engine import messages as M
 from wasm_engine.benchmark import percentile
 from wasm_engine.config import from_env
+from wasm_engine.envelope import decode
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT = ROOT / "agents" / "wat"
@@ -50,55 +59,146 @@ def split_lines(text: str, size: int) -> list[str]:
     return [*chunks, "".join(current)] if current else chunks
 
 
-def workflow(front: str) -> None:
-    with Client(front, timeout=120) as client:
-        textstats = client.put_agent(BUILD / "textstats.wasm")
-        reduce_stats = client.put_agent(BUILD / "reduce_stats.wasm")
-        noop = client.put_agent(WAT / "noop.wat", reuse=True)
+class Trace:
+    """Collects the telemetry events of one trace id (a SUB socket on its own thread)."""
 
-        docs = sorted(ROOT.glob("*.md")) + sorted((ROOT / "docs").glob("*.md"))
-        docs += sorted((ROOT / "agents").glob("*.md"))
-        text = "\n".join(p.read_text(errors="replace") for p in docs)
-        chunks = split_lines(text, 8192)  # whole lines: no word is cut in two
-        log.info("map: %d chunks of %d docs (%d chars) -> textstats (C, wasm)", len(chunks),
-                 len(docs), len(text))  # fmt: skip
-        t0 = time.perf_counter()
-        parts = client.run_many(textstats, chunks, window=32)
-        t_map = time.perf_counter() - t0
-        log.info("reduce: %d partial results -> reduce_stats (C, wasm)", len(parts))
-        t0 = time.perf_counter()
-        total = client.run(reduce_stats, [p.output for p in parts])
-        t_reduce = time.perf_counter() - t0
-        stats = total.output
-        by_worker = Counter(p.stats["worker"] for p in parts)
-        fuel = sum(p.stats["fuel_used"] for p in parts) + total.stats["fuel_used"]
-        words = len(re.findall(rb"[A-Za-z0-9]+", text.encode()))
-        print(f"text statistics of the docs: {stats['words']} words (Python counts {words}), "
-              f"{stats['lines']} lines, {stats['bytes']} bytes")  # fmt: skip
-        top = ", ".join(f"{w} {n}" for w, n in stats["top"][:8])
-        print(f"top words: {top}")
-        print(f"map {t_map * 1000:.1f} ms on {dict(by_worker)}, reduce {t_reduce * 1000:.1f} ms, "
-              f"{fuel:,} fuel in all")  # fmt: skip
-        if stats["words"] != words:
-            raise SystemExit("word count differs from Python's")
+    def __init__(self, endpoint: str) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"telemetry.events")
+        self.sock.connect(endpoint)
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-        n = 5000
-        t0 = time.perf_counter()
-        client.run_many(noop, range(n), window=64)
-        rate = n / (time.perf_counter() - t0)
-        lat = []
-        for i in range(300):
-            t = time.perf_counter()
-            client.run(noop, i)
-            lat.append((time.perf_counter() - t) * 1e6)
-        print(f"no-op burst: {n} tasks at {rate:,.0f} tasks/s; one in flight: p50 "
-              f"{percentile(lat, 50):.0f} us, p99 {percentile(lat, 99):.0f} us")  # fmt: skip
-        status = client.status()
-        print(f"orchestrator counters: {status['counters']}")
-    print(
-        "not in this build yet: agents spawning agents and the LLM `generate` step "
-        "(they land with the orchestrator host calls and the inference issue)"
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            frames = self.sock.recv_multipart()
+            msg = M.parse("telemetry.events", decode(frames[1:]).body)
+            if isinstance(msg, M.TelemetryEvents):
+                self.events.extend(msg.events)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close(0)
+        self.ctx.term()
+
+    def steps(self, trace: str, names: dict[str, str]) -> list[tuple[str, int, float]]:
+        """(agent, tasks, ms from its first task queued to its last done) per agent."""
+        agent_of: dict[str, str] = {}
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        count: Counter[str] = Counter()
+        for e in self.events:
+            if e.get("trace") != trace:
+                continue
+            tid = e.get("task_id", "")
+            if e["ev"] == "task.queued":
+                name = names.get(e.get("agent") or "", e.get("model") or "?")
+                agent_of[tid] = name
+                first[name] = min(first.get(name, e["t"]), e["t"])
+            elif e["ev"] == "task.done" and tid in agent_of:
+                name = agent_of[tid]
+                last[name] = max(last.get(name, e["t"]), e["t"])
+                count[name] += 1
+        order = sorted(first, key=first.__getitem__)
+        return [(n, count[n], (last.get(n, first[n]) - first[n]) / 1e6) for n in order]
+
+
+def put_agents(client: Client) -> tuple[Any, dict[str, str]]:
+    """Store the workflow's agents; the planner's ref and every digest's name."""
+    names = {}
+    for name in ("textstats", "reduce_stats"):
+        names[client.put_agent(BUILD / f"{name}.wasm", name=name).digest] = name
+    summarize = client.put_agent(
+        BUILD / "summarize.wasm",
+        manifest={"name": "summarize", "grants": {"models": ["smollm2"]}},
     )
+    planner = client.put_agent(
+        BUILD / "planner.wasm",
+        manifest={
+            "name": "planner",
+            "grants": {"agents": ["textstats", "reduce_stats", "summarize"]},
+            "limits": {"children": 256},
+        },
+    )
+    names[summarize.digest], names[planner.digest] = "summarize", "planner"
+    return planner, names
+
+
+def llm_ready(client: Client) -> bool:
+    return any("smollm2" in w["capabilities"] for w in client.status()["workers"])
+
+
+def noop_burst(client: Client) -> None:
+    """The per-task overhead: a burst of no-op tasks, then latency one at a time."""
+    noop = client.put_agent(WAT / "noop.wat", reuse=True)
+    n = 5000
+    t0 = time.perf_counter()
+    client.run_many(noop, range(n), window=64)
+    rate = n / (time.perf_counter() - t0)
+    lat = []
+    for i in range(300):
+        t = time.perf_counter()
+        client.run(noop, i)
+        lat.append((time.perf_counter() - t) * 1e6)
+    print(f"\nno-op burst: {n} tasks at {rate:,.0f} tasks/s; one in flight: p50 "
+          f"{percentile(lat, 50):.0f} us, p99 {percentile(lat, 99):.0f} us")  # fmt: skip
+    workers = Counter(w["kind"] for w in client.status()["workers"])
+    print(f"stack: {dict(workers)} workers; counters {client.status()['counters']}")
+
+
+def workflow(front: str, telemetry: str) -> None:
+    trace = Trace(telemetry)
+    try:
+        with Client(front, timeout=300) as client:
+            planner, names = put_agents(client)
+
+            docs = sorted(ROOT.glob("*.md")) + sorted((ROOT / "docs").glob("*.md"))
+            docs += sorted((ROOT / "agents").glob("*.md"))
+            text = "\n".join(p.read_text(errors="replace") for p in docs)
+            chunks = split_lines(text, 8192)  # whole lines: no word is cut in two
+            job: dict[str, Any] = {"agent": "textstats", "inputs": chunks, "reduce": "reduce_stats"}
+            with_llm = llm_ready(client)
+            if with_llm:
+                job["then"] = "summarize"
+            log.info(
+                "planner: %d chunks of %d docs (%d chars) -> textstats x%d -> reduce_stats%s",
+                len(chunks), len(docs), len(text), len(chunks),
+                " -> summarize (LLM)" if with_llm else "",
+            )  # fmt: skip
+            t0 = time.perf_counter()
+            res = client.run(planner, job, task_id=f"demo-{os.getpid()}-{time.time_ns()}", seed=1)
+            wall = time.perf_counter() - t0
+            if "error" in res.output:
+                raise SystemExit(f"the planner failed: {res.output['error']}")
+            stats = res.output["result"]
+            words = len(re.findall(rb"[A-Za-z0-9]+", text.encode()))
+            print(f"\ntext statistics of the docs: {stats['words']} words (Python counts {words}), "
+                  f"{stats['lines']} lines, {stats['bytes']} bytes")  # fmt: skip
+            print("top words: " + ", ".join(f"{w} {n}" for w, n in stats["top"][:8]))
+            if with_llm:
+                llm = res.output["then"]
+                print(f"LLM ({llm['device']}, {llm['tokens']} tokens): {llm['answer'].strip()}")
+            else:
+                print("LLM step skipped: no inference worker serves smollm2 "
+                      "(build it: wasm-engine models build smollm2)")  # fmt: skip
+            time.sleep(0.3)  # the last telemetry batch
+            print(f"\nworkflow: {res.output['children']} child tasks, {wall * 1000:.0f} ms, "
+                  f"{res.stats['fuel_used']:,} fuel in the planner itself")  # fmt: skip
+            print(f"{'step (from the trace)':<22} {'tasks':>5} {'queued->done ms':>16}")
+            for name, n, wall_ms in trace.steps(res.task_id, names):
+                print(f"{name:<22} {n:>5} {wall_ms:>16.1f}")
+            if stats["words"] != words:
+                raise SystemExit("word count differs from Python's")
+
+            noop_burst(client)
+    finally:
+        trace.close()
 
 
 def main() -> int:
@@ -111,7 +211,7 @@ def main() -> int:
     settings = from_env()
     wasm_engine("up")
     try:
-        workflow(settings.front)
+        workflow(settings.front, settings.telemetry)
     finally:
         if a.keep:
             print(f"stack left running: front {settings.front}; `make down` stops it")
