@@ -10,7 +10,9 @@
    two alternate for ``--repeat`` rounds and the ratio is the median of the
    rounds' ratios).
 2. ``scaling_2_workers``: a CPU-bound task (textstats on 1 MB, ~10 ms of guest
-   time) through a stack with 1 vs 2 wasm-workers: throughput ratio.
+   time) through a stack with 1 vs 2 wasm-workers: throughput ratio; and
+   ``scaling_concurrency_2``: one worker computing 2 tasks at once on threads
+   (``--concurrency 2``) vs 1.
 3. ``wasm_vs_python``: textstats in wasm (in-process, fresh instance) vs the same
    algorithm in Python (``re`` + ``Counter``): time ratio (higher: wasm faster).
 
@@ -76,14 +78,17 @@ def per_task_stack(client: Client, agent: Any, chunks: list[bytes], window: int)
     return (time.perf_counter() - t0) / len(chunks)
 
 
-def stack_rate(workers: int, data: bytes, tasks: int, repeat: int) -> float:
-    with LocalStack(workers) as stack, Client(stack.front, timeout=600) as client:
+def stack_rate(workers: int, data: bytes, tasks: int, repeat: int, concurrency: int = 1) -> float:
+    with (
+        LocalStack(workers, concurrency=concurrency) as stack,
+        Client(stack.front, timeout=600) as client,
+    ):
         agent = client.put_agent(AGENT, name="textstats")
         client.run_many(agent, [data] * (2 * workers), window=16, fuel=FUEL)  # warm
         rates = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            client.run_many(agent, [data] * tasks, window=4 * workers, fuel=FUEL)
+            client.run_many(agent, [data] * tasks, window=4 * workers * concurrency, fuel=FUEL)
             rates.append(tasks / (time.perf_counter() - t0))
         return statistics.median(rates)
 
@@ -118,6 +123,7 @@ def main() -> None:
 
     one = stack_rate(1, big, a.cpu_tasks, a.repeat)
     two = stack_rate(2, big, a.cpu_tasks, a.repeat)
+    threads = stack_rate(1, big, a.cpu_tasks, a.repeat, concurrency=2)
 
     rt = WasmRuntime()
     try:
@@ -147,12 +153,14 @@ def main() -> None:
         "cpu_task_bytes": len(big),
         "cpu_1_worker_tasks_per_s": round(one, 2),
         "cpu_2_workers_tasks_per_s": round(two, 2),
+        "cpu_1_worker_concurrency_2_tasks_per_s": round(threads, 2),
         "wasm_1mb_ms": round(statistics.median(wasm_runs) * 1e3, 2),
         "python_1mb_ms": round(statistics.median(py_runs) * 1e3, 2),
     }
     result = {
         "stack_cost_vs_bare": round(statistics.median(ratios), 3),
         "scaling_2_workers": round(two / one, 3),
+        "scaling_concurrency_2": round(threads / one, 3),
         "wasm_vs_python": round(statistics.median(py_runs) / statistics.median(wasm_runs), 2),
     }
     report("wasm-overhead", figures, result)
