@@ -83,6 +83,7 @@ def _tensor_read(t: TaskHost, caller: int, ctx: int, args: int) -> None:
     offset = _i64(args + 2 * _RAW).value
     dst_ptr, n = _arg32(args, 3), _arg32(args, 4)
     plane = _plane(t, "tensor_read")
+    dst = t.memory(caller, ctx, dst_ptr, n, "tensor_read")  # no guest code runs until we return
     ref = TensorRef.from_wire(_map(t, caller, ctx, ref_ptr, ref_len, "tensor_read"))
     if ref.loc != "shm":  # a task's dispatch carries no tensor blobs
         raise bad("we.tensor_read: only a shm handle can be read (inline data is in the input)")
@@ -91,7 +92,6 @@ def _tensor_read(t: TaskHost, caller: int, ctx: int, args: int) -> None:
             f"we.tensor_read: bytes [{offset}, {offset + n}) outside the tensor's {ref.nbytes}",
             field="range", offset=offset, len=n, nbytes=ref.nbytes,
         )  # fmt: skip
-    dst = t.memory(caller, ctx, dst_ptr, n, "tensor_read")
     view = plane.open(ref)  # namespace, bounds and generation checked; mapped once, kept
     if n:
         ctypes.memmove(dst, view.ctypes.data + offset, n)
