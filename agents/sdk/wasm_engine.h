@@ -635,7 +635,21 @@ static inline uint64_t we__export_handle(we_handler fn, uint32_t ptr, uint32_t l
  *                this module's heap through `alloc` (valid until the call ends)
  *                and returned as (ptr << 32) | len. we_wait_reader wraps it.
  * A request for an agent or model outside the manifest's grants, or past the
- * task's budget of children, fails the task (a trap with a typed error). */
+ * task's budget of children, fails the task (a trap with a typed error).
+ * Tensors (docs/agents.md, "Tensors"): a tensor handle is the msgpack map a client or
+ * another task put in this agent's input ({dtype, shape, loc, segment, offset, nbytes,
+ * generation, owner, ns}); pass its bytes as they are (we_read_raw gives the span).
+ *   we_tensor_read:    copy len bytes from byte `offset` of the tensor into dst (one
+ *                      copy, straight from shared memory); returns the tensor's nbytes
+ *                      (len 0 asks the size). A bad or stale handle, or a range past
+ *                      the tensor's end, fails the task (shm.bad_handle,
+ *                      shm.stale_handle, shm.foreign_namespace).
+ *   we_tensor_publish: spec is a msgpack map {"dtype": str, "shape": [int...]}; the len
+ *                      bytes at data (exactly dtype size x prod(shape)) are copied once
+ *                      into the worker's shared memory; the new handle's msgpack map is
+ *                      written on this module's heap and returned as (ptr << 32) | len:
+ *                      put it in the output (we_write_tensor does both). Counted
+ *                      against the task's tensor budget (64 MiB by default). */
 #define WE__IMPORT(name) __attribute__((import_module("we"), import_name(name)))
 WE__IMPORT("log") void we_log(const char *msg, uint32_t len);
 WE__IMPORT("emit") int32_t we_emit(const uint8_t *event, uint32_t len);
@@ -646,6 +660,12 @@ WE__IMPORT("send") int32_t we_send(const uint8_t *request, uint32_t len);
 WE__IMPORT("generate") int32_t we_generate(const uint8_t *request, uint32_t len);
 WE__IMPORT("infer") int32_t we_infer(const uint8_t *request, uint32_t len);
 WE__IMPORT("wait") uint64_t we_wait(int32_t handle);
+WE__IMPORT("tensor_read")
+int64_t we_tensor_read(const uint8_t *ref, uint32_t ref_len, uint64_t offset, void *dst,
+                       uint32_t len);
+WE__IMPORT("tensor_publish")
+uint64_t we_tensor_publish(const uint8_t *spec, uint32_t spec_len, const void *data,
+                           uint32_t len);
 #undef WE__IMPORT
 
 /* A reader over the reply of child request `handle` (see we_wait). */
@@ -670,6 +690,21 @@ static inline void we_log_cstr(const char *msg) { we_log(msg, (uint32_t)we_strle
 
 /* we_emit of what w holds (one msgpack value). */
 static inline int32_t we_emit_writer(const we_writer *w) { return we_emit(w->buf, w->len); }
+
+/* Publish a tensor of `dtype` and shape[0..ndim) from data[0..len) and append its
+ * handle (a msgpack map) to out. */
+static inline void we_write_tensor(we_writer *out, const char *dtype, const uint32_t *shape,
+                                   uint32_t ndim, const void *data, uint32_t len) {
+    we_writer spec = {0, 0, 0};
+    we_write_map(&spec, 2);
+    we_write_str(&spec, "dtype", 5);
+    we_write_cstr(&spec, dtype);
+    we_write_str(&spec, "shape", 5);
+    we_write_array(&spec, ndim);
+    for (uint32_t i = 0; i < ndim; i++) we_write_uint(&spec, shape[i]);
+    uint64_t ref = we_tensor_publish(spec.buf, spec.len, data, len);
+    we_write_raw(out, (const void *)(uintptr_t)(uint32_t)(ref >> 32), (uint32_t)ref);
+}
 #endif
 
 #endif /* WASM_ENGINE_H */

@@ -34,6 +34,8 @@ def _bindir() -> Path:
 def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
     from . import stack
 
+    if a.shm_arena is None and not os.environ.get(config.ENV_PREFIX + "SHM_ARENA"):
+        s = s.replace(shm_arena=stack.LOCAL_SHM_ARENA)  # each worker's preflight checks it
     stack.up(s, bindir=_bindir(), wait_timeout=a.wait, progress=lambda m: log.info("%s", m))
     out(
         f"stack up: {s.wasm_workers} wasm worker(s)\n  front     {s.front}\n  back      {s.back}\n"
@@ -205,13 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
             "concurrency",
             "heartbeat_interval",
             "heartbeat_liveness",
+            "stack",
+            "shm_arena",
         ],
         60.0,
     )
     up.set_defaults(fn=cmd_up)
-    command("down", "stop the local stack; leaves no process", ENDPOINTS, 30.0).set_defaults(
-        fn=cmd_down
-    )
+    down_help = "stop the local stack; leaves no process and no shm segment"
+    command("down", down_help, [*ENDPOINTS, "stack"], 30.0).set_defaults(fn=cmd_down)
     st = command("status", "workers, queues and counters", ["front"], 5.0)
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)

@@ -214,6 +214,19 @@ class Client:
         msg = reply.output
         return msg.to_body() if isinstance(msg, M.Message) else dict(msg)
 
+    def release_tensors(self, result: Result) -> int:
+        """Say we are done with the tensors an agent published (``stats.tensors``: each
+        leased to the task id until released, or until the lease's deadline): their
+        slots go back to the worker. Call it once the handles in the output are read;
+        they are stale afterwards. Returns how many were released."""
+        refs = result.stats.get("tensors") or []
+        with self._lock:
+            for ref in refs:
+                header = make_header("shm.release", sender=self._book.name)
+                body = M.ShmRelease(ref, result.task_id).pack()
+                transport.send(self._sock, encode(header, body))
+        return len(refs)
+
     def cancel(self, task_id: str) -> None:
         header = make_header("task.cancel", sender=self._book.name)
         with self._lock:

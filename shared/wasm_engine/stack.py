@@ -25,18 +25,20 @@ from typing import Any
 
 from wasm_engine.config import ENV_PREFIX, Settings, to_env
 from wasm_engine.errors import INTERNAL, WasmEngineError
+from wasm_engine.tensors import reap, stack_id
 
 log = logging.getLogger(__name__)
 
 #: Settings each program is given (and compose must give its service), by field name.
 ORCHESTRATOR_SETTINGS: tuple[str, ...] = ("front", "back", "telemetry", "home", "log_level")
 ORCHESTRATOR_SETTINGS += ("heartbeat_interval", "heartbeat_liveness", "queue_limit")
-ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth", "session_idle")
+ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth", "session_idle", "lease_ttl")
 WASM_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name", "credits")
-WASM_WORKER_SETTINGS += ("concurrency",)
+WASM_WORKER_SETTINGS += ("concurrency", "stack", "shm_arena", "shm_segment", "tensor_inline_cap")
 WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")
 CONF_NAME, SOCKET_NAME, PID_NAME = "supervisord.conf", "supervisor.sock", "supervisord.pid"
 STOP_WAIT_S = 10  # SIGTERM -> SIGKILL grace per process (compose's stop_grace_period is above)
+LOCAL_SHM_ARENA = 256 << 20  # each worker's arena under `up` unless told (0: tensors go inline)
 _POOL = "-%(process_num)d"
 ProgramStatus = tuple[str, str, int | None]  # supervisorctl's name, state and pid
 _STATUS_LINE = re.compile(r"^(\S+)\s+([A-Z]+)\b\s*(.*)$")
@@ -277,11 +279,14 @@ def _wait_gone(pid: int, deadline: float) -> bool:
 
 
 def down(settings: Settings, *, bindir: Path | None = None, timeout: float = 30.0) -> bool:
-    """Stop the stack in ``settings.home`` and every process it started; False if none ran."""
+    """Stop the stack in ``settings.home`` and every process it started, then unlink the
+    shm segments its processes left (a worker killed with its orchestrator, say); False
+    if none ran."""
     bindir = bindir or default_bindir()
     home = Path(settings.home).resolve()
     pid = _running_pid(home)
     if pid is None:
+        reap(stack_id(settings.stack, str(home)))  # what a stack that died on its own left
         return False
     children = [p for _, _, p in status_programs(settings, bindir=bindir) if p is not None]
     deadline = time.monotonic() + timeout
@@ -298,4 +303,5 @@ def down(settings: Settings, *, bindir: Path | None = None, timeout: float = 30.
         if leader_alive:
             log.warning("killed the leftover process group %d", group)
             _wait_gone(group, time.monotonic() + 2.0)
+    reap(stack_id(settings.stack, str(home)))  # the workers are gone: nobody maps them now
     return True

@@ -54,14 +54,24 @@ HOLD_US = 200.0
 MAX_TASK_THREADS = 1024  # tasks on threads at once, computing or waiting on children
 
 
+def worker_name(settings: Settings, kind: str) -> str:
+    """The name a worker of ``kind`` goes by: ``worker_name``, else <kind>-<host>-<pid>."""
+    return settings.worker_name or f"{kind}-{pysocket.gethostname()}-{os.getpid()}"
+
+
 class WorkerLoop:
     def __init__(
-        self, settings: Settings, handler: TaskHandler, *, credits: int | None = None
+        self,
+        settings: Settings,
+        handler: TaskHandler,
+        *,
+        credits: int | None = None,
+        tensors: TensorPlane | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
         self.credits = credits or settings.credits
-        self.name = settings.worker_name or f"{handler.kind}-{pysocket.gethostname()}-{os.getpid()}"
+        self.name = worker_name(settings, handler.kind)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.ctrl_endpoint = f"inproc://worker-ctrl-{id(self)}"
         self.identity = b""
@@ -80,7 +90,8 @@ class WorkerLoop:
         self._seq = 0
         # threads are made only as tasks need them; a parent waiting on children holds one
         self.threads = TaskThreads(self.name, settings.concurrency, MAX_TASK_THREADS)
-        self.tensors: TensorPlane | None = None  # made in run(): it creates the arena
+        # the worker's plane: given (shared with the handler), or made in run(); closed at stop
+        self.tensors: TensorPlane | None = tensors
 
     def inflight(self) -> int:
         return len(self.pending) + self._busy + self.threads.running
@@ -142,7 +153,8 @@ class WorkerLoop:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
-        self.tensors = process.plane_for(self.settings, self.name)  # preflight, then the arena
+        if self.tensors is None:
+            self.tensors = process.plane_for(self.settings, self.name)  # preflight, the arena
         ctrl = self.ctx.socket(zmq.PAIR)
         ctrl.bind(self.ctrl_endpoint)
         sock = self._connect()
@@ -346,6 +358,12 @@ class WorkerLoop:
             link = self.threads if threaded else None
             result = self.handler.run(dispatch, env, emit, link)
             stats = result.stats
+            for lease in process.task_leases(stats, dispatch.task_id):  # ahead of the result
+                head = make_header("shm.lease", sender=self.name)
+                if threaded:
+                    self.threads.send(encode(head, lease, ()))
+                else:
+                    self._send(head, lease)
             stats["run_us"] = (time.perf_counter_ns() - t0) // 1000
             stats["queue_us"] = dispatch.queued_us
             stats["attempts"] = dispatch.attempt

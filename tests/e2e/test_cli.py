@@ -11,6 +11,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from wasm_engine.tensors import segments_of, stack_id
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "wasm-engine")
@@ -43,9 +45,11 @@ def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
             timeout=120,
         )
 
+    stack = stack_id("", str((tmp_path / "home").resolve()))
     try:
         up = cli("up", "--wasm-workers", "2")
         assert "front" in up.stdout and str(tmp_path / "front") in up.stdout
+        assert len(segments_of(stack)) == 2  # each worker's arena: 256 MiB, one segment
 
         run = cli("run", "agents/wat/checksum.wat", "--input", '"hello"', "--json")
         doc = json.loads(run.stdout)
@@ -103,6 +107,7 @@ def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
     finally:
         down = cli("down", check=False)
     assert down.returncode == 0 and "stopped" in down.stdout
+    assert segments_of(stack) == []
     again = cli("down")
     assert "no stack was running" in again.stdout
     status_after = cli("status", "--wait", "0.5", check=False)

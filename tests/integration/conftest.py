@@ -1,5 +1,8 @@
 """Fixtures for the integration tests: ``make_stack``, an orchestrator and one
-wasm worker on threads of this process, talking over real ipc:// sockets."""
+wasm worker on threads of this process, talking over real ipc:// sockets. The
+worker has its tensor plane as ``wasm-engine-wasm-worker`` builds it (an arena when
+``shm_arena`` > 0), shared by its loop and handler; ``make_stack.loops`` are the
+worker loops made so far (a test may look at their plane)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 from orchestrator.service import Orchestrator
 from wasm_engine import Client
 from wasm_engine.config import Settings
+from wasm_engine.tensors import process
 from wasm_engine.worker_loop import WorkerLoop
 from wasm_worker.handler import WasmHandler
 from wasm_worker.runtime import WasmRuntime
@@ -22,12 +26,14 @@ from wasm_worker.runtime import WasmRuntime
 @pytest.fixture
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
     stops: list[Callable[[], None]] = []
+    loops: list[WorkerLoop] = []
 
     def make(**changes: Any) -> Settings:
         base: dict[str, Any] = {
             "front": f"ipc://{tmp_path}/f.sock",
             "back": f"ipc://{tmp_path}/b.sock",
             "telemetry": f"ipc://{tmp_path}/t.sock",
+            "home": str(tmp_path),  # the stack id in segment names: this test's own
             "heartbeat_interval": 0.2,
             "worker_name": "w-test",
         }
@@ -36,7 +42,9 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
         orch_thread = threading.Thread(target=orch.run, daemon=True)
         orch_thread.start()
         runtime = WasmRuntime()
-        loop = WorkerLoop(settings, WasmHandler(runtime))
+        tensors = process.plane_for(settings, settings.worker_name)
+        loop = WorkerLoop(settings, WasmHandler(runtime, tensors=tensors), tensors=tensors)
+        loops.append(loop)
         worker_thread = threading.Thread(target=loop.run, daemon=True)
         worker_thread.start()
 
@@ -47,6 +55,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
             orch_thread.join(10)
             orch.close()
             runtime.close()
+            tensors.close()
 
         stops.append(stop)
         with Client(settings.front, timeout=10) as client:
@@ -56,6 +65,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
                 time.sleep(0.02)
         return settings
 
+    make.loops = loops  # type: ignore[attr-defined]
     yield make
     for stop in reversed(stops):
         stop()

@@ -25,7 +25,7 @@ from wasm_worker.runtime import Agent, Limits, WasmRuntime
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "agents"
 BUILD = AGENTS / "build"
-NAMES = ["msgpack_norm", "planner", "reduce_stats", "summarize", "textstats"]
+NAMES = ["msgpack_norm", "planner", "reduce_stats", "summarize", "tensor_ops", "textstats"]
 LIMITS = Limits(fuel=2_000_000_000, timeout_s=20.0, memory_bytes=64 << 20)
 
 # --- Python reference of textstats and reduce_stats (the rules in agents/README.md) ---
@@ -115,7 +115,11 @@ def call(agent: Agent, value: Any, limits: Limits = LIMITS, reuse: bool = False)
 
 
 #: the host calls each agent imports: only what it calls (clang drops unused declarations)
-IMPORTS = {"planner": ["we.spawn", "we.wait"], "summarize": ["we.generate", "we.wait"]}
+IMPORTS = {
+    "planner": ["we.spawn", "we.wait"],
+    "summarize": ["we.generate", "we.wait"],
+    "tensor_ops": ["we.tensor_read", "we.tensor_publish"],
+}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -125,7 +125,7 @@ def test_a_spawn_storm_stops_at_the_budget_and_the_worker_serves_on(
         try:
             client.run(storm, {"agent": "echo", "input": 1})
             raise AssertionError("the storm was not stopped")
-        except Exception as exc:  # noqa: BLE001 - checked here
+        except Exception as exc:
             err = exc
         assert getattr(err, "code", None) == E.WASM_TRAP
         assert err.detail["trap"] == "host_limit" and err.detail["limit"] == 8  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 from pathlib import Path
@@ -13,6 +14,7 @@ from supervisor.options import ClientOptions, ServerOptions
 
 from wasm_engine import stack
 from wasm_engine.config import Settings
+from wasm_engine.tensors import SHM_DIR, Segment, stack_id, unlink
 
 BINDIR = Path("/opt/venv/bin")
 
@@ -139,3 +141,26 @@ def test_supervisord_daemonizes_with_its_socket_and_pidfile_in_home(home: Path) 
     ctl.configfile = str(home / stack.CONF_NAME)
     ctl.process_config(do_usage=False)
     assert ctl.configroot.supervisorctl.serverurl == f"unix://{home.resolve() / stack.SOCKET_NAME}"
+
+
+def test_workers_get_the_tensor_settings_and_the_orchestrator_the_lease_ttl(home: Path) -> None:
+    settings = Settings(home=str(home), shm_arena=stack.LOCAL_SHM_ARENA, stack="s1", lease_ttl=9.0)
+    procs = processes(parse(settings, home))
+    worker = procs["wasm-worker-0"].environment
+    assert worker["WASM_ENGINE_SHM_ARENA"] == str(256 << 20)
+    assert worker["WASM_ENGINE_STACK"] == "s1"
+    assert procs["orchestrator"].environment["WASM_ENGINE_LEASE_TTL"] == "9.0"
+
+
+def test_down_reaps_the_stacks_segments_even_when_nothing_runs(home: Path) -> None:
+    home.mkdir()
+    mine = Segment.create(f"wasm-engine-{stack_id('', str(home.resolve()))}-1-ab-1", 4096)
+    other = Segment.create(f"wasm-engine-other{os.getpid()}-1-ab-1", 4096)
+    try:
+        assert stack.down(Settings(home=str(home))) is False  # no supervisord in home
+        assert not (SHM_DIR / mine.name).exists()
+        assert (SHM_DIR / other.name).exists()  # another stack's: not ours to remove
+    finally:
+        for seg in (mine, other):
+            unlink(seg.name)
+            seg.close()

@@ -22,6 +22,8 @@ from wasm_worker import capi
 from wasm_worker.hostcalls import TaskHost
 
 if TYPE_CHECKING:
+    from wasm_engine.tensors import TensorPlane, TensorRef
+
     from .runtime import WasmRuntime
 
 _MASK32, _MASK64, _PAGE = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 65536
@@ -39,6 +41,7 @@ class Limits:
     emit_bytes: int = 1 << 20  # we.emit bytes per task
     random_bytes: int = 16 << 20  # we.random bytes per task (then a trap)
     request_bytes: int = 1 << 20  # one child request (we.spawn, we.generate…)
+    tensor_bytes: int = 64 << 20  # we.tensor_publish bytes per task (then a trap)
 
     def __post_init__(self) -> None:
         caps = (
@@ -47,6 +50,7 @@ class Limits:
             self.emit_bytes,
             self.random_bytes,
             self.request_bytes,
+            self.tensor_bytes,
         )
         if min(self.fuel, self.memory_bytes, self.max_output, *caps) < 0 or not (
             0 <= self.timeout_s < 1e9
@@ -61,6 +65,7 @@ class CallResult:
     run_ns: int
     events: int = 0  # we.emit events sent
     log_dropped: int = 0  # we.log bytes over the cap
+    tensors: tuple[TensorRef, ...] = ()  # we.tensor_publish handles, owned by the caller now
 
 
 def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
@@ -123,11 +128,13 @@ class Agent:
         emit: Emit | None = None,
         calls: Calls | None = None,
         slot: capi.Slot | None = None,
+        tensors: TensorPlane | None = None,
     ) -> CallResult:
         """Run ``handle`` on ``data``; every failure is a :class:`WasmEngineError`.
 
-        ``task_id`` (for the log), ``emit`` (the sink of ``we.emit`` values) and
-        ``calls`` (child requests: spawn, generate…) matter only to a
+        ``task_id`` (for the log), ``emit`` (the sink of ``we.emit`` values),
+        ``calls`` (child requests: spawn, generate…) and ``tensors`` (the
+        worker's plane, for ``we.tensor_*``) matter only to a
         :class:`HostAgent`: this agent imports no host call. With ``slot`` the
         call runs in that slot's instance (a session's), made if it has none and
         kept after; the caller owns the slot."""
@@ -265,16 +272,19 @@ class HostAgent(Agent):
         emit: Emit | None = None,
         calls: Calls | None = None,
         slot: capi.Slot | None = None,
+        tensors: TensorPlane | None = None,
     ) -> CallResult:
         if slot is not None:
             return self.call_host(
-                slot, data, limits, reuse=True, task_id=task_id, emit=emit, calls=calls
-            )
+                slot, data, limits, reuse=True, task_id=task_id, emit=emit, calls=calls,
+                tensors=tensors,
+            )  # fmt: skip
         s = self.take(reuse)
         try:
             return self.call_host(
-                s, data, limits, reuse=reuse, task_id=task_id, emit=emit, calls=calls
-            )
+                s, data, limits, reuse=reuse, task_id=task_id, emit=emit, calls=calls,
+                tensors=tensors,
+            )  # fmt: skip
         finally:
             self.give(s, reuse)
 
@@ -288,16 +298,23 @@ class HostAgent(Agent):
         task_id: str = "",
         emit: Emit | None = None,
         calls: Calls | None = None,
+        tensors: TensorPlane | None = None,
     ) -> CallResult:
-        """:meth:`call_in` with the task's host context registered on the slot."""
+        """:meth:`call_in` with the task's host context registered on the slot. The
+        tensors it published are the caller's once it returns, freed if it raises."""
         tasks = self._rt._hosts.tasks
-        tasks[s.key] = task = TaskHost(s, self.digest, task_id, limits, emit, calls)
+        tasks[s.key] = task = TaskHost(s, self.digest, task_id, limits, emit, calls, tensors)
         try:
             res = self.call_in(s, data, limits, reuse=reuse)
+        except BaseException:
+            task.drop_published()
+            raise
         finally:
             del tasks[s.key]
             task.finish()
-        res.__dict__.update(events=task.events, log_dropped=task.log_dropped)
+        res.__dict__.update(
+            events=task.events, log_dropped=task.log_dropped, tensors=tuple(task.published)
+        )
         return res
 
     def _failure(self, s: capi.Slot, err: Any, limits: Limits, mem: Any) -> WasmEngineError:

@@ -10,6 +10,9 @@ result body as is, so the client decodes it without a second envelope. The
 submit's ``seed`` seeds ``we.random``; ``we.emit`` values go to the loop's
 ``emit`` (each becomes a ``task.event``). A module that failed to load keeps
 its error: later tasks naming it get the same one (its bytes were sent once).
+The worker's :class:`~wasm_engine.tensors.TensorPlane`, when given, serves the
+agents' ``we.tensor_*`` calls; the handles a task published are listed in its
+result's ``stats.tensors`` (the loop leases them to the task id: docs/tensors.md).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -29,6 +33,7 @@ from wasm_engine.envelope import Envelope
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.manifest import Manifest, agent_digest, parse_manifest
 from wasm_engine.tasks import Emit
+from wasm_engine.tensors import TensorPlane
 
 from . import capi
 from .runtime import Agent, CallResult, Limits, WasmRuntime
@@ -48,6 +53,7 @@ class WorkerLimits:
     max_memory_bytes: int = 4 << 30
     max_output: int = 4 << 20
     children: int = 256  # child requests (spawn, generate…) one task may make
+    tensor_bytes: int = 64 << 20  # bytes one task may publish with we.tensor_publish
 
 
 class RawResult(M.TaskResult):
@@ -64,9 +70,15 @@ class WasmHandler:
     kind = "wasm"
     device = "cpu"
 
-    def __init__(self, runtime: WasmRuntime, limits: WorkerLimits | None = None) -> None:
+    def __init__(
+        self,
+        runtime: WasmRuntime,
+        limits: WorkerLimits | None = None,
+        tensors: TensorPlane | None = None,
+    ) -> None:
         self.runtime = runtime
         self.limits = limits or WorkerLimits()
+        self.tensors = tensors  # the worker's plane (None: we.tensor_* are refused)
         # digest -> the loaded agent and its task limits (the worker's, capped by its manifest)
         self.agents: dict[str, tuple[Agent, WorkerLimits]] = {}
         self.modules: dict[str, tuple[bytes, bytes | None]] = {}  # received, not compiled yet
@@ -113,8 +125,9 @@ class WasmHandler:
             slot = capi.Slot()
         try:
             result = agent.call(
-                data, limits, task_id=dispatch.task_id, emit=emit, calls=calls, slot=slot
-            )
+                data, limits, task_id=dispatch.task_id, emit=emit, calls=calls, slot=slot,
+                tensors=self.tensors,
+            )  # fmt: skip
         except WasmEngineError:
             agent.give(slot, reuse=False)  # its instance was dropped with the trap
             raise
@@ -217,6 +230,7 @@ class WasmHandler:
             memory_bytes=min(int(asked.get("memory", mine.memory_bytes)), mine.max_memory_bytes),
             max_output=mine.max_output,
             seed=submit.seed,
+            tensor_bytes=mine.tensor_bytes,
         )
 
     def run(
@@ -241,22 +255,28 @@ class WasmHandler:
             calls = TaskCalls(link, dispatch, env, submit.seed, deadline, budget)
         if dispatch.session is None:
             result = agent.call(
-                data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit, calls=calls
-            )
+                data, limits, reuse=dispatch.reuse, task_id=dispatch.task_id, emit=emit,
+                calls=calls, tensors=self.tensors,
+            )  # fmt: skip
         else:
             result = self._session_call(agent, dispatch, data, limits, emit, calls)
         output = result.output or NIL
         try:
             msgpack.unpackb(output, max_ext_len=0, strict_map_key=False)
         except Exception as exc:
+            if self.tensors is not None:  # nobody will hear of what it published
+                for ref in result.tensors:
+                    self.tensors.release(ref)
             raise WasmEngineError(
                 E.WASM_BAD_OUTPUT,
                 f"agent output is not one msgpack value: {type(exc).__name__}",
                 detail={"size": len(output)},
             ) from None
-        stats = {"fuel_used": result.fuel_used, "wasm_us": result.run_ns // 1000}
+        stats: dict[str, Any] = {"fuel_used": result.fuel_used, "wasm_us": result.run_ns // 1000}
         if result.events:
             stats["events"] = result.events
         if result.log_dropped:
             stats["log_dropped"] = result.log_dropped
+        if result.tensors:
+            stats["tensors"] = [ref.to_wire() for ref in result.tensors]
         return RawResult(dispatch.task_id, output, stats)

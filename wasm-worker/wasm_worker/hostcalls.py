@@ -1,5 +1,6 @@
 """The host calls of agent ABI v1, module ``we``: ``log``, ``emit``, ``now``, ``random``,
-and the child requests ``spawn``, ``send``, ``generate``, ``infer`` + ``wait``.
+the child requests ``spawn``, ``send``, ``generate``, ``infer`` + ``wait``, and the
+tensor calls ``tensor_read`` / ``tensor_publish`` (defined in :mod:`.tensorcalls`).
 
 They are defined once on the runtime's linker through wasmtime's C API
 (``wasmtime_linker_define_func_unchecked`` with ctypes callbacks); a module that
@@ -13,7 +14,8 @@ runtime reports that error once the call unwinds.
 Guest pointers and lengths are masked ``& 0xFFFFFFFF`` and checked against the
 memory's current size, in Python ints, before any byte is touched. Fuel does
 not meter host work, so each call is bounded by a per-task cap instead:
-log bytes, emitted events and bytes, random bytes, child requests.
+log bytes, emitted events and bytes, random bytes, child requests, published
+tensor bytes.
 
 A child request (:mod:`wasm_engine.children`) reads one msgpack map from guest
 memory and returns a handle at once; ``we.wait(handle)`` blocks until that child
@@ -38,9 +40,11 @@ import wasmtime
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.tasks import Calls, Emit
-from wasm_worker import capi
+from wasm_worker import capi, tensorcalls
 
 if TYPE_CHECKING:
+    from wasm_engine.tensors import TensorPlane, TensorRef
+
     from .agent import Limits
 
 log = logging.getLogger("wasm_worker.agent")
@@ -56,6 +60,7 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
     "generate": (["i32", "i32"], ["i32"]),
     "infer": (["i32", "i32"], ["i32"]),
     "wait": (["i32"], ["i64"]),
+    **tensorcalls.SIGNATURES,
 }
 #: host calls that may block the calling task (it then runs on a task thread)
 BLOCKING = frozenset({"spawn", "send", "generate", "infer", "wait"})
@@ -68,6 +73,7 @@ _u32 = ctypes.c_uint32.from_address
 _i32 = ctypes.c_int32.from_address
 _i64 = ctypes.c_int64.from_address
 _RAW = ctypes.sizeof(capi.ValRaw)
+_VAL = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
 
 
 def check_imports(module: wasmtime.Module, digest: str) -> set[str]:
@@ -111,9 +117,12 @@ class TaskHost:
         limits: Limits,
         emit: Emit | None,
         calls: Calls | None = None,
+        tensors: TensorPlane | None = None,
     ) -> None:
         self.slot, self.digest, self.task_id, self.limits = slot, digest, task_id, limits
-        self.sink, self.calls = emit, calls
+        self.sink, self.calls, self.tensors = emit, calls, tensors
+        self.published: list[TensorRef] = []  # we.tensor_publish slots, the task's until it ends
+        self.tensor_bytes = 0
         self.error: BaseException | None = None  # set by a failing call, read by the runtime
         self.log_bytes = self.log_dropped = self.events = self.emit_bytes = 0
         self.random_bytes = 0
@@ -179,6 +188,13 @@ class TaskHost:
         at = self.memory(caller, ctx, ptr, n, call)
         ctypes.memmove(at, data, n)
         return (ptr << 32) | n
+
+    def drop_published(self) -> None:
+        """The task failed: give back the slots it published (nobody was told of them)."""
+        if self.tensors is not None:
+            for ref in self.published:
+                self.tensors.release(ref)
+        self.published.clear()
 
     def finish(self) -> None:
         if self.log_dropped:
@@ -280,6 +296,7 @@ _CALLS = {
     "generate": _child("generate"),
     "infer": _child("infer"),
     "wait": _wait,
+    **tensorcalls.CALLS,
 }
 
 
@@ -295,10 +312,7 @@ class HostCalls:
         self.tasks: dict[int, TaskHost] = {}
         self._keep: list[Any] = []  # function types and callbacks live as long as the linker
         for name, (params, results) in SIGNATURES.items():
-            ty = wasmtime.FuncType(
-                [wasmtime.ValType.i32()] * len(params),
-                [wasmtime.ValType.i32() if r == "i32" else wasmtime.ValType.i64() for r in results],
-            )
+            ty = wasmtime.FuncType([_VAL[p]() for p in params], [_VAL[r]() for r in results])
             cb = capi.UncheckedCallback(self._callback(name, _CALLS[name]))
             err = capi.linker_define_func_unchecked(
                 linker_ptr, b"we", 2, name.encode(), len(name), capi.addr(ty.ptr()), cb, None, None

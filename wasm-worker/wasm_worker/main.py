@@ -11,7 +11,8 @@ from typing import Any
 
 from wasm_engine import config
 from wasm_engine.logs import setup_logging
-from wasm_engine.worker_loop import WorkerLoop
+from wasm_engine.tensors import process
+from wasm_engine.worker_loop import WorkerLoop, worker_name
 
 from .handler import WasmHandler
 from .runtime import WasmRuntime
@@ -31,25 +32,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             "heartbeat_interval",
             "heartbeat_liveness",
             "worker_name",
+            "stack",
+            "shm_arena",
+            "shm_segment",
+            "tensor_inline_cap",
             "log_level",
         ],
     )
     settings = config.from_args(parser.parse_args(argv))
     setup_logging(settings.log_level, "wasm-worker")
-    # compiled modules survive restarts: $WASM_ENGINE_HOME/cache/ (see DiskCache)
-    runtime = WasmRuntime(cache_dir=Path(settings.home) / "cache")
-    loop = WorkerLoop(settings, WasmHandler(runtime))
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing the running task, handing back the rest", signum)
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # preflight, then the arena: agents publish into it (we.tensor_publish), the loop
+    # announces its segments and frees its slots
+    tensors = process.plane_for(settings, worker_name(settings, WasmHandler.kind))
     try:
-        return loop.run()
+        # compiled modules survive restarts: $WASM_ENGINE_HOME/cache/ (see DiskCache)
+        runtime = WasmRuntime(cache_dir=Path(settings.home) / "cache")
+        loop = WorkerLoop(settings, WasmHandler(runtime, tensors=tensors), tensors=tensors)
+
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("signal %d: finishing the running task, handing back the rest", signum)
+            loop.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            return loop.run()
+        finally:
+            runtime.close()
     finally:
-        runtime.close()
+        tensors.close()  # unlinks the arena (the loop closes it too: closing twice is a no-op)
 
 
 if __name__ == "__main__":

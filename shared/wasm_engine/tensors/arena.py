@@ -7,12 +7,15 @@ Owns the segments' life (create, revive, unlink at close), the slots and their
 generations: every slot handed out gets a new generation from one counter,
 written into its header, and a freed slot's header says 0, so an old handle to
 a reused slot is refused. Full is ``shm.arena_full`` (retryable: backpressure).
+Slots are taken and given back under one lock: agents on task threads publish
+while the loop's thread frees.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +52,7 @@ class Arena:
         self._tag = f"{stack_prefix(stack)}{os.getpid()}-{os.urandom(3).hex()}"
         self._created = 0
         self._gen = 0
+        self._lock = threading.Lock()
         if preflight:
             check_shm_space(size, shm_dir)
         sizes = []
@@ -82,6 +86,10 @@ class Arena:
 
     def alloc(self, nbytes: int) -> Slot:
         """A slot for ``nbytes`` of data, or ``shm.arena_full`` (nothing changed)."""
+        with self._lock:
+            return self._alloc(nbytes)
+
+    def _alloc(self, nbytes: int) -> Slot:
         for name, slots in self.slots.items():
             start = slots.alloc(nbytes + HEADER)
             if start is not None:
@@ -101,6 +109,10 @@ class Arena:
     def free(self, segment: str, offset: int, generation: int) -> bool:
         """Give a slot back; False (nothing changed) when that slot is not in use
         with that generation: a duplicate or stale free is harmless."""
+        with self._lock:
+            return self._free(segment, offset, generation)
+
+    def _free(self, segment: str, offset: int, generation: int) -> bool:
         seg = self.segments.get(segment)
         start = offset - HEADER
         if seg is None or start < 0 or start not in self.slots[segment].used:
@@ -118,6 +130,10 @@ class Arena:
     def revive(self) -> list[str]:
         """Recreate segments that were unlinked under us (the orchestrator reclaimed
         them while it thought us lost); their old slots' handles stay refused."""
+        with self._lock:
+            return self._revive()
+
+    def _revive(self) -> list[str]:
         gone = self.missing()
         for name in gone:
             seg = self.segments.pop(name)

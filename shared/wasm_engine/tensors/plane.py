@@ -111,15 +111,23 @@ class TensorPlane:
         return self._inline(loan.array, blobs)
 
     def publish(
-        self, array: np.ndarray[Any, Any], blobs: list[bytes], *, dest_ns: str | None = None
+        self,
+        array: np.ndarray[Any, Any],
+        blobs: list[bytes],
+        *,
+        dest_ns: str | None = None,
+        in_shm: bool = False,
     ) -> TensorRef:
-        """Copy ``array`` once, into a slot (or a blob appended to ``blobs``)."""
+        """Copy ``array`` once, into a slot (or a blob appended to ``blobs``). ``in_shm``
+        skips the size threshold, as for :meth:`loan` (agents read shm handles only)."""
         array = np.asarray(array)
         name = array.dtype.name
         dtype_of(name)  # refuse dtypes a handle cannot name
-        if self.goes_inline(array.nbytes, dest_ns):
+        if self.goes_inline(array.nbytes, dest_ns) and not (
+            in_shm and self.arena is not None and dest_ns in (None, self.ns)
+        ):
             return self._inline(array, blobs)
-        loan = self.loan(array.shape, name)
+        loan = self.loan(array.shape, name, dest_ns=dest_ns, in_shm=in_shm)
         np.copyto(loan.array, array)
         return self.share(loan, blobs)
 

@@ -3,8 +3,10 @@
 Owns the start (preflight, then the arena, when ``shm_arena`` > 0) and the
 orchestrator's side of the conversation as an owner sees it: the segments to
 announce in ``worker.hello`` (recreating any the orchestrator reclaimed while it
-thought us lost) and ``shm.free``. The worker loop calls these three; it keeps
-no tensor logic of its own.
+thought us lost), ``shm.free``, and the ``shm.lease`` of each tensor a task
+published (listed in its result's ``stats.tensors``), held by the task id until
+the result's reader releases it. The worker loop calls these; it keeps no
+tensor logic of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from typing import Any
 
 from ..config import Settings
-from ..messages import ShmFree
+from ..messages import ShmFree, ShmLease
 from .arena import Arena
 from .plane import TensorPlane
 from .shm import stack_id
@@ -43,3 +45,10 @@ def hello_segments(plane: TensorPlane) -> list[dict[str, Any]]:
 def on_free(plane: TensorPlane, msg: ShmFree) -> None:
     if plane.arena is None or not plane.arena.free(msg.segment, msg.offset, msg.generation):
         log.debug("shm.free of a slot not in use: %s@%d", msg.segment, msg.offset)
+
+
+def task_leases(stats: dict[str, Any], task_id: str) -> list[bytes]:
+    """``shm.lease`` bodies for the tensors a task published (``stats["tensors"]``),
+    each held by ``task_id``: sent ahead of the result on the same channel, so the
+    orchestrator has the lease before anyone can read the result and release it."""
+    return [ShmLease(ref, [task_id]).pack() for ref in stats.get("tensors", ())]
