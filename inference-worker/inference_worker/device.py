@@ -82,7 +82,11 @@ def gpu_offered() -> bool:
 
 @functools.cache
 def _preload_cuda() -> None:
-    """Once per process: load the CUDA libraries from pip wheels, when present."""
+    """Once per process: load the CUDA libraries from pip wheels, when present. Without an
+    NVIDIA device the CUDA provider is bound to fail; ORT's own error lines are then noise (the
+    fallback is read from get_providers() and logged once by us), so its logger is quieted."""
+    if not Path("/dev/nvidiactl").exists():
+        ort.set_default_logger_severity(4)
     with contextlib.suppress(Exception):
         ort.preload_dlls()
 

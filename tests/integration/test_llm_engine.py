@@ -10,7 +10,8 @@ from inference_worker.device import STATS, gpu_offered
 from inference_worker.llm import GenerateParams, LLMEngine, TokenEvent
 from wasm_engine.errors import WasmEngineError
 
-pytestmark = pytest.mark.slow
+# the first test may build the model (session fixture): allow for a slow machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PROMPTS = [
     "What is the capital of France?",

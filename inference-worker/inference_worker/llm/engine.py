@@ -165,6 +165,15 @@ class LLMEngine:
             events.append(self._prefill(seq))
         return events
 
+    def warm_up(self, tokens: int = 8) -> None:
+        """Fill every KV row once (a full batch of short requests) before serving: the first runs
+        at each batch size and width grow ORT's arena and are several times slower."""
+        for i in range(self.max_batch):
+            self.add(f"warm-up-{i}", "Hi", GenerateParams(max_tokens=tokens))
+        while self.busy:
+            self.step()
+        self.counters.update(prompt_tokens=0, tokens=0, decode_steps=0)
+
     def generate(
         self, prompt: str | Sequence[Message], params: GenerateParams | None = None
     ) -> GenerateResult:
