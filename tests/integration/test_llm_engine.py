@@ -177,3 +177,22 @@ def test_require_gpu_when_cuda_cannot_load(smollm2_dir: Path) -> None:
     with pytest.raises(WasmEngineError) as err:
         LLMEngine(smollm2_dir, device="require_gpu", max_seq=64)
     assert err.value.code == "infer.device_unavailable"
+
+
+def test_streamed_text_never_splits_a_character(llm: LLMEngine) -> None:
+    from inference_worker.llm.chat import Detokenizer
+
+    text = "Crème brûlée costs 5 € 🌍 — 東京"
+    ids = llm.tokenizer.tok.encode(text, add_special_tokens=False).ids
+    d = Detokenizer(llm.tokenizer)
+    pieces = [d.push(t) for t in ids]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_second_build_with_the_output_present_does_nothing(smollm2_dir: Path) -> None:
+    from inference_worker.build import build_model
+
+    before = (smollm2_dir / "llm.json").stat().st_mtime_ns
+    assert build_model("smollm2", smollm2_dir.parent) == smollm2_dir
+    assert (smollm2_dir / "llm.json").stat().st_mtime_ns == before
