@@ -116,6 +116,14 @@ def test_cancel_mid_stream_frees_the_row_and_others_go_on(llm: LLMEngine) -> Non
     assert llm.stats()["cancelled"] >= 1
 
 
+def test_prefills_per_step_admits_a_burst_gradually(smollm2_dir: Path) -> None:
+    eng = LLMEngine(smollm2_dir, max_batch=4, max_seq=128, prefills_per_step=1)
+    for i in range(3):
+        eng.add(str(i), PROMPTS[i], GenerateParams(max_tokens=6))
+    assert [len(eng.step()) for _ in range(3)] == [1, 2, 3]
+    assert set(drain(eng)) == {"0", "1", "2"}
+
+
 def test_cancel_while_waiting(smollm2_dir: Path) -> None:
     one = LLMEngine(smollm2_dir, max_batch=1, max_seq=128)
     one.add("a", "Hi", GenerateParams(max_tokens=3))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from wasm_engine.errors import INFER_BAD_INPUT, INFER_PROMPT_TOO_LONG, WasmEngineError
 
@@ -80,7 +81,11 @@ class LLMEngine:
         max_seq: int = 2048,
         device: str = CPU_OK,
         threads: int | None = None,
+        prefills_per_step: int = 0,
     ) -> None:
+        """``prefills_per_step`` bounds how many waiting requests one step admits (0: all free
+        rows), so a burst of arrivals stalls the running streams for fewer prefills at a time."""
+        self.prefills_per_step = prefills_per_step
         self.spec: LLMSpec = load_spec(folder)
         self.session, self.device = open_session(self.spec.model_file, device, threads=threads)
         self.tokenizer = ChatTokenizer(self.spec.tokenizer_file, self.spec.default_system)
@@ -88,6 +93,7 @@ class LLMEngine:
         self.max_batch = max_batch
         self.kv = KVCache(self.spec, max_batch, self.context, self.device)
         self._logits = np.empty((max_batch, 1, self.spec.vocab_size), np.float32)
+        self._bindings: dict[tuple[int, int], ort.IOBinding] = {}  # (first row, rows) -> binding
         self.waiting: deque[_Seq] = deque()
         self.active: dict[int, _Seq] = {}  # slot -> sequence
         self._by_id: dict[str, _Seq] = {}
@@ -156,7 +162,9 @@ class LLMEngine:
         """One decode step for the running requests, then admit waiting ones (their prefill
         gives their first token). At most one event per request per step."""
         events = self._decode() if self.active else []
-        while self.waiting and self.kv.free:
+        budget = self.prefills_per_step or self.max_batch
+        while self.waiting and self.kv.free and budget > 0:
+            budget -= 1
             seq = self.waiting.popleft()
             slot = self.kv.alloc()
             assert slot is not None
@@ -194,20 +202,28 @@ class LLMEngine:
 
     # -- internals ---------------------------------------------------------------
     def _run(self, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any], first: int, rows: int,
-             logits: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:  # fmt: skip
-        io = self.session.io_binding()
+             logits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:  # fmt: skip
+        """One ORT run over KV rows ``first .. first+rows``. On CPU the logits land in
+        ``logits`` and the binding is kept per row range (the KV bindings never change; an
+        output ORT allocated itself would be reused with a stale shape, so there is none)."""
+        if self.device != CPU:
+            io = self.session.io_binding()
+            self.kv.bind(io, first, rows)
+            io.bind_cpu_input("input_ids", ids)
+            io.bind_cpu_input("attention_mask", mask)
+            io.bind_output("logits", self.device)
+            self.session.run_with_iobinding(io)
+            out: np.ndarray[Any, Any] = io.get_outputs()[0].numpy()
+            return out
+        io = self._bindings.get((first, rows))
+        if io is None:
+            io = self._bindings[(first, rows)] = self.session.io_binding()
+            self.kv.bind(io, first, rows)
         io.bind_cpu_input("input_ids", ids)
         io.bind_cpu_input("attention_mask", mask)
-        if logits is not None and self.device == CPU:
-            io.bind_output("logits", CPU, 0, np.float32, list(logits.shape), logits.ctypes.data)
-        else:
-            io.bind_output("logits", self.device)
-        self.kv.bind(io, first, rows)
+        io.bind_output("logits", CPU, 0, np.float32, list(logits.shape), logits.ctypes.data)
         self.session.run_with_iobinding(io)
-        if logits is not None and self.device == CPU:
-            return logits
-        out: np.ndarray[Any, Any] = io.get_outputs()[0].numpy()
-        return out
+        return logits
 
     def _prefill(self, seq: _Seq) -> TokenEvent:
         ids = seq.prompt
@@ -215,7 +231,8 @@ class LLMEngine:
         for start in range(0, len(ids), PREFILL_CHUNK):
             chunk = np.asarray([ids[start : start + PREFILL_CHUNK]], np.int64)
             total = start + chunk.shape[1]
-            out = self._run(chunk, np.ones((1, total), np.int64), seq.slot, 1, None)
+            buf = np.empty((1, chunk.shape[1], self.spec.vocab_size), np.float32)
+            out = self._run(chunk, np.ones((1, total), np.int64), seq.slot, 1, buf)
             last = out[0, -1]
         assert last is not None
         seq.kv_len = len(ids)
