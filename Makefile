@@ -9,13 +9,13 @@ export UV_LINK_MODE := copy
 SYNC := $(UV) sync --frozen --inexact --python $(PYTHON)
 WE := .venv/bin/wasm-engine
 
-.PHONY: venv test lint unit demo bench agents clean down
+.PHONY: venv test lint unit demo bench agents clean down models
 
 $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==0.13.9
 
-.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml orchestrator/pyproject.toml wasm-worker/pyproject.toml
+.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml orchestrator/pyproject.toml wasm-worker/pyproject.toml inference-worker/pyproject.toml
 	$(SYNC)
 	touch $@
 
@@ -33,6 +33,12 @@ test: venv lint
 
 unit: venv
 	.venv/bin/pytest tests/unit
+
+# The LLM, converted once into models/ (cached; the build tools live in models/.build-venv),
+# and the small demo/bench tensor model.
+models: venv
+	$(WE) models build smollm2
+	$(WE) models build mlp
 
 demo: venv
 	.venv/bin/python agents/demo.py $(if $(KEEP),--keep,)

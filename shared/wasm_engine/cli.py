@@ -1,4 +1,4 @@
-"""The ``wasm-engine`` command: up, down, status, run, agents add|list, logs, bench.
+"""The ``wasm-engine`` command: up, down, status, run, agents add|list, logs, models build, bench.
 
 Every option is also an environment variable of the same name
 (``--wasm-workers`` = ``WASM_ENGINE_WASM_WORKERS``); see ``config``. Exit codes:
@@ -182,6 +182,26 @@ def cmd_bench(s: config.Settings, a: argparse.Namespace) -> int:
     return benchmark.main(a.name, as_json=a.json, extra=a.args)
 
 
+def cmd_models_build(s: config.Settings, a: argparse.Namespace) -> int:
+    from inference_worker.build import build_model  # the inference worker's: imported lazily
+
+    folder = build_model(a.name, Path(a.models) if a.models else None, force=a.force)
+    out(f"{folder}\n")
+    return 0
+
+
+def add_models_parser(sub: Any) -> None:
+    md = sub.add_parser("models", help="build models into the model repository")
+    md_build = md.add_subparsers(dest="models_command", required=True).add_parser(
+        "build", help="convert a model once (cached: does nothing when present)"
+    )
+    config.add_arguments(md_build, ["log_level"])
+    md_build.add_argument("name", help="smollm2 (the LLM) or mlp (a small tensor model)")
+    md_build.add_argument("--models", default=None, help="repository folder ($WASM_ENGINE_MODELS)")
+    md_build.add_argument("--force", action="store_true", help="rebuild even when present")
+    md_build.set_defaults(fn=cmd_models_build)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wasm-engine", description="A local-first multi-agent runtime."
@@ -247,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("service", help="orchestrator, wasm-worker-0, supervisord, ...")
     lg.add_argument("-n", "--lines", type=int, default=100)
     lg.set_defaults(fn=cmd_logs)
+    add_models_parser(sub)
     bn = command("bench", "run a benchmark (or 'all')", [], 0.0)
     bn.add_argument("name")
     bn.add_argument("--json", action="store_true")

@@ -40,9 +40,13 @@ WASM_BAD_OUTPUT: Final = "wasm.bad_output"
 WASM_OUTPUT_TOO_LARGE: Final = "wasm.output_too_large"
 WASM_AGENT_MISSING: Final = "wasm.agent_missing"
 WASM_CAPABILITY_DENIED: Final = "wasm.capability_denied"  # a host call not granted / not built
-# -- inference (reserved for the inference plane) ------------------------------
-INFER_MODEL_MISSING: Final = "infer.model_missing"
-INFER_DEVICE_UNAVAILABLE: Final = "infer.device_unavailable"
+# -- inference -------------------------------------------------------------------
+INFER_MODEL_MISSING: Final = "infer.model_missing"  # no such model in the repository (or not built)
+INFER_DEVICE_UNAVAILABLE: Final = "infer.device_unavailable"  # require_gpu without a usable GPU
+INFER_BAD_INPUT: Final = "infer.bad_input"  # wrong input name, dtype, rank or shape; bad params
+INFER_BAD_MODEL: Final = "infer.bad_model"  # a model file or model config that cannot be loaded
+INFER_PROMPT_TOO_LONG: Final = "infer.prompt_too_long"  # prompt does not fit the context
+INFER_BUILD_FAILED: Final = "infer.build_failed"  # `models build` failed; detail.log_tail says why
 # -- tensor plane (docs/tensors.md) --------------------------------------------
 SHM_STALE_HANDLE: Final = "shm.stale_handle"  # slot reused/freed, or its segment is gone
 SHM_BAD_HANDLE: Final = "shm.bad_handle"  # malformed handle, out of bounds, nbytes != shape

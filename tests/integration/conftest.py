@@ -2,7 +2,12 @@
 wasm worker on threads of this process, talking over real ipc:// sockets. The
 worker has its tensor plane as ``wasm-engine-wasm-worker`` builds it (an arena when
 ``shm_arena`` > 0), shared by its loop and handler; ``make_stack.loops`` are the
-worker loops made so far (a test may look at their plane)."""
+worker loops made so far (a test may look at their plane).
+
+``smollm2_dir``: the built LLM. Built once into the project's model repository
+(``models/`` or ``$WASM_ENGINE_MODELS``) by the same builder as ``wasm-engine
+models build smollm2`` when missing, so ``make test`` on a fresh clone exercises
+the real model; cached after that. ``llm``: an engine on it."""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from inference_worker import paths
+from inference_worker.build import smollm2
+from inference_worker.llm import LLMEngine
 from orchestrator.service import Orchestrator
 from wasm_engine import Client
 from wasm_engine.config import Settings
@@ -69,3 +77,15 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
     yield make
     for stop in reversed(stops):
         stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    return smollm2.build(paths.models_dir())
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_dir: Path) -> Iterator[LLMEngine]:
+    engine = LLMEngine(smollm2_dir, max_batch=8, max_seq=512)
+    yield engine
+    assert not engine.busy, "a test left requests in the engine"

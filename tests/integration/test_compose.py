@@ -24,6 +24,7 @@ BIN = Path(sys.executable).parent
 DOCKERFILES = {
     "orchestrator": ROOT / "orchestrator" / "Dockerfile",
     "wasm-worker": ROOT / "wasm-worker" / "Dockerfile",
+    "inference-worker": ROOT / "inference-worker" / "Dockerfile",
 }
 NOT_YET = {"inference-worker", "ui-monitor"}  # they join compose with their own issues
 

@@ -1,0 +1,1 @@
+"""wasm-engine inference worker: ONNX model repository, dynamic batcher and the LLM engine."""
