@@ -11,8 +11,9 @@ carries the planner's trace id: the demo listens to the orchestrator's
 telemetry and prints each step's timings from it. The word count is checked
 against Python's. A burst of no-op tasks then shows the per-task overhead.
 
-Without a built LLM (``wasm-engine models build smollm2``, run by ``make demo``)
-the LLM step is skipped, and the demo says so.
+``make demo`` builds the LLM once (``wasm-engine models build smollm2``, cached)
+and starts one inference worker; with ``--no-llm`` the LLM step is skipped, and
+the demo says so.
 """
 
 from __future__ import annotations
@@ -205,9 +206,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     ap.add_argument("--wasm-workers", type=int, default=2)
+    ap.add_argument("--no-llm", action="store_true", help="skip the LLM step (no model build)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s")
     os.environ.setdefault("WASM_ENGINE_WASM_WORKERS", str(a.wasm_workers))
+    if not a.no_llm:
+        wasm_engine("models", "build", "smollm2")  # once: cached after the first build
+        os.environ.setdefault("WASM_ENGINE_INFERENCE_WORKERS", "1")
     settings = from_env()
     wasm_engine("up")
     try:

@@ -1,7 +1,8 @@
 /* summarize: ask the LLM what a set of documents is about, from their statistics.
  *
  * Input:  a textstats / reduce_stats output ({"words", "top": [[word, count], ...], ...}).
- * Steps:  builds a prompt from the most frequent words and calls we_generate
+ * Steps:  builds a prompt from the most frequent words (those of 4+ letters: "the",
+ *         "and" say nothing about a text) and calls we_generate
  *         (greedy, at most 48 tokens, stop at the first new line), then waits.
  * Output: {"prompt": str, "answer": str, "tokens": n, "device": str}: the answer is
  *         the "text" of the generate result, "device" where the model ran.
@@ -14,13 +15,6 @@
 #define BAD "summarize: input must be a textstats output with a \"top\" list"
 
 static void text(we_writer *w, const char *s) { we_write_raw(w, s, (uint32_t)we_strlen(s)); }
-
-static void number(we_writer *w, uint64_t v) {
-    char d[20];
-    uint32_t n = 0;
-    do d[n++] = (char)('0' + v % 10); while ((v /= 10) && n < 20);
-    while (n) we_write_raw(w, &d[--n], 1);
-}
 
 /* Copy the value of key `want` in the map at r (a str) into *s, *n. */
 static bool find_str(we_reader r, const char *want, const char **s, uint32_t *n) {
@@ -37,11 +31,10 @@ static bool find_str(we_reader r, const char *want, const char **s, uint32_t *n)
 }
 
 static int summarize(we_reader *in, we_writer *out) {
-    uint32_t keys, pairs = 0;
+    uint32_t keys, pairs = 0, used = 0;
     uint64_t words = 0;
     we_writer prompt = {0, 0, 0};
-    text(&prompt, "These are the most frequent words of a set of technical documents, "
-                  "with their counts: ");
+    text(&prompt, "The most frequent words of a set of technical documents are: ");
     if (!we_read_map(in, &keys)) return we_fail(BAD);
     while (keys--) {
         const char *k;
@@ -58,17 +51,16 @@ static int summarize(we_reader *in, we_writer *out) {
                 if (!we_read_array(in, &two) || two != 2 || !we_read_str(in, &word, &wn) ||
                     !we_read_uint(in, &count))
                     return we_fail(BAD);
-                if (i) text(&prompt, ", ");
+                if (wn < 4) continue;
+                if (used++) text(&prompt, ", ");
                 we_write_raw(&prompt, word, wn);
-                text(&prompt, " (");
-                number(&prompt, count);
-                text(&prompt, ")");
+                (void)count; /* the order says enough: counts confuse a small model */
             }
         } else if (!we_skip(in)) {
             return we_fail(BAD);
         }
     }
-    if (!pairs) return we_fail(BAD);
+    if (!used) return we_fail("summarize: no word of 4+ letters in \"top\"");
     text(&prompt, ". In one short sentence, what are these documents about?");
 
     we_writer req = {0, 0, 0};

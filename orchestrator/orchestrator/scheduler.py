@@ -67,6 +67,7 @@ class Scheduler(Outbox):
         self.agent_put = self.intake.agent_put
         self.status = self.intake.status
         self.sessions = Sessions(self)
+        self._gone: set[bytes] = set()  # clients seen disconnected
         self.members = Membership(self)
         self.touch = self.members.touch
         self.hello = self.members.hello
@@ -238,6 +239,21 @@ class Scheduler(Outbox):
     def deliver(self, task: Task, reply: Reply, side: int, peer: bytes, parent: str) -> None:
         header = make_header(reply.type, parent=parent, trace=task.trace, sender=self.name)
         self.send(side, peer, header, reply.body, reply.blobs)
+
+    def client_gone(self, peer: bytes, now: int) -> None:
+        """A client disconnected: its tasks nobody else waits for are cancelled (a
+        streaming ``generate`` leaves its batch and frees its KV cache)."""
+        if peer in self._gone:
+            return
+        if len(self._gone) > 10_000:
+            self._gone.clear()
+        self._gone.add(peer)
+        for task in list(self.tasks.values()):
+            mine = task.client == peer and task.side == FRONT and not task.waiters
+            if mine and task.state is not State.DONE:
+                self.counters["cancelled_client_gone"] += 1
+                self.end(task, WasmEngineError(E.TASK_CANCELLED, "its client is gone"), now)
+        self.pump(now)
 
     # ------------------------------------------------------------------ children
     def child_submit(

@@ -120,6 +120,8 @@ class Orchestrator:
                     if out.sock == FRONT:
                         sched.counters["clients_dropped"] += 1
                         log.debug("client %r unreachable: %s", out.peer, exc)
+                        if exc.errno == zmq.EHOSTUNREACH:  # gone, not just slow
+                            sched.client_gone(out.peer, time.time_ns())
                     else:
                         log.warning("worker %r unreachable: %s", out.peer, exc)
                         sched.unreachable(out.peer, time.time_ns())

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import cli_models, config
 from .errors import WasmEngineError
 from .logs import setup_logging
 
@@ -38,7 +38,8 @@ def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
         s = s.replace(shm_arena=stack.LOCAL_SHM_ARENA)  # each worker's preflight checks it
     stack.up(s, bindir=_bindir(), wait_timeout=a.wait, progress=lambda m: log.info("%s", m))
     out(
-        f"stack up: {s.wasm_workers} wasm worker(s)\n  front     {s.front}\n  back      {s.back}\n"
+        f"stack up: {s.wasm_workers} wasm worker(s), {s.inference_workers} inference worker(s)\n"
+        f"  front     {s.front}\n  back      {s.back}\n"
         f"  telemetry {s.telemetry}\n  home      {Path(s.home).resolve()}\n"
         "  monitor   not part of this build yet (ui-monitor lands with its issue)\n"
     )
@@ -182,26 +183,6 @@ def cmd_bench(s: config.Settings, a: argparse.Namespace) -> int:
     return benchmark.main(a.name, as_json=a.json, extra=a.args)
 
 
-def cmd_models_build(s: config.Settings, a: argparse.Namespace) -> int:
-    from inference_worker.build import build_model  # the inference worker's: imported lazily
-
-    folder = build_model(a.name, Path(a.models) if a.models else None, force=a.force)
-    out(f"{folder}\n")
-    return 0
-
-
-def add_models_parser(sub: Any) -> None:
-    md = sub.add_parser("models", help="build models into the model repository")
-    md_build = md.add_subparsers(dest="models_command", required=True).add_parser(
-        "build", help="convert a model once (cached: does nothing when present)"
-    )
-    config.add_arguments(md_build, ["log_level"])
-    md_build.add_argument("name", help="smollm2 (the LLM) or mlp (a small tensor model)")
-    md_build.add_argument("--models", default=None, help="repository folder ($WASM_ENGINE_MODELS)")
-    md_build.add_argument("--force", action="store_true", help="rebuild even when present")
-    md_build.set_defaults(fn=cmd_models_build)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wasm-engine", description="A local-first multi-agent runtime."
@@ -225,12 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
             "inference_workers",
             "credits",
             "concurrency",
+            "device",
+            "models",
             "heartbeat_interval",
             "heartbeat_liveness",
             "stack",
             "shm_arena",
         ],
-        60.0,
+        120.0,
     )
     up.set_defaults(fn=cmd_up)
     down_help = "stop the local stack; leaves no process and no shm segment"
@@ -267,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("service", help="orchestrator, wasm-worker-0, supervisord, ...")
     lg.add_argument("-n", "--lines", type=int, default=100)
     lg.set_defaults(fn=cmd_logs)
-    add_models_parser(sub)
+    cli_models.add_parsers(sub)
     bn = command("bench", "run a benchmark (or 'all')", [], 0.0)
     bn.add_argument("name")
     bn.add_argument("--json", action="store_true")

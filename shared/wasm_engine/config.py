@@ -32,6 +32,8 @@ class Settings:
     heartbeat_interval: float = 1.0  # seconds between heartbeats, both ways
     heartbeat_liveness: int = 3  # missed intervals before a peer is dead
     credits: int = 16  # tasks a worker may hold at once (worker side)
+    models: str = ""  # inference workers' model repository (default: <project>/models)
+    device: str = "prefer_gpu"  # inference workers: where models load (prefer_gpu | cpu_ok)
     concurrency: int = 1  # tasks one worker computes at once, on threads (worker side)
     queue_limit: int = 10_000  # queued tasks per kind before task.overloaded
     max_attempts: int = 3  # dispatches of a task before task.worker_lost

@@ -81,6 +81,34 @@ class Book:
         body = M.AgentPut(digest, manifest.name, manifest.reuse, manifest.canonical()).pack()
         return digest, header.id, encode(header, body, [module])
 
+    def model_frames(
+        self,
+        kind: str,
+        model: str,
+        data: dict[str, Any],
+        *,
+        task_id: str | None,
+        timeout: float | None,
+        priority: int = 0,
+        deadline: float | None = None,
+        trace: str | None = None,
+    ) -> tuple[str, str, list[bytes]]:
+        """A ``generate`` or ``infer`` submit: task id, request id, frames."""
+        task_id = task_id or os.urandom(12).hex()
+        body = M.TaskSubmit(
+            task_id=task_id,
+            kind=kind,
+            model=model,
+            input=data,
+            priority=priority,
+            limits={"timeout": timeout} if timeout is not None else {},
+        ).pack()
+        deadline_ns = int(deadline * 1e9) if deadline is not None else None
+        header = make_header(
+            "task.submit", sender=self.name, trace=trace or task_id, deadline=deadline_ns
+        )
+        return task_id, header.id, encode(header, body)
+
     def submit_frames(
         self,
         agent: AgentRef | str,

@@ -36,6 +36,9 @@ ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth", "session_id
 WASM_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name", "credits")
 WASM_WORKER_SETTINGS += ("concurrency", "stack", "shm_arena", "shm_segment", "tensor_inline_cap")
 WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")
+INFERENCE_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name")
+INFERENCE_WORKER_SETTINGS += ("credits", "device", "models", "stack", "shm_arena", "shm_segment")
+INFERENCE_WORKER_SETTINGS += ("tensor_inline_cap", "heartbeat_interval", "heartbeat_liveness")
 CONF_NAME, SOCKET_NAME, PID_NAME = "supervisord.conf", "supervisor.sock", "supervisord.pid"
 STOP_WAIT_S = 10  # SIGTERM -> SIGKILL grace per process (compose's stop_grace_period is above)
 LOCAL_SHM_ARENA = 256 << 20  # each worker's arena under `up` unless told (0: tensors go inline)
@@ -85,14 +88,33 @@ def _env_for(settings: Settings, names: tuple[str, ...]) -> dict[str, str]:
     return {k: _pct(v) for k, v in to_env(settings.replace(home=home), names).items()}
 
 
+def default_models() -> Path:
+    """``models/`` of the project checkout at or above the current folder, else ./models."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "compose.yaml").exists() and (folder / "inference-worker").is_dir():
+            return folder / "models"
+    return here / "models"
+
+
 def programs(settings: Settings, bindir: Path) -> list[Program]:
-    """Everything the stack runs, in start order (inference-worker and ui-monitor join later)."""
+    """Everything the stack runs, in start order (the ui-monitor joins later)."""
     orchestrator_env, count = _env_for(settings, ORCHESTRATOR_SETTINGS), settings.wasm_workers
     worker_env = _env_for(settings, WASM_WORKER_SETTINGS)  # one distinct name per process:
     worker_env[ENV_PREFIX + "WORKER_NAME"] = _pct(settings.worker_name or "wasm-worker") + _POOL
     stack = [Program("orchestrator", [str(bindir / "wasm-engine-orchestrator")], orchestrator_env)]
-    workers = Program("wasm-worker", [str(bindir / "wasm-engine-wasm-worker")], worker_env, count)
-    return [*stack, workers] if count > 0 else stack
+    if count > 0:
+        cmd = [str(bindir / "wasm-engine-wasm-worker")]
+        stack.append(Program("wasm-worker", cmd, worker_env, count))
+    if settings.inference_workers > 0:
+        models = settings.models or str(default_models())
+        env = _env_for(
+            settings.replace(models=str(Path(models).resolve())), INFERENCE_WORKER_SETTINGS
+        )
+        env[ENV_PREFIX + "WORKER_NAME"] = _pct(settings.worker_name or "inference-worker") + _POOL
+        cmd = [str(bindir / "wasm-engine-inference-worker")]
+        stack.append(Program("inference-worker", cmd, env, settings.inference_workers))
+    return stack
 
 
 def _quote_env(env: dict[str, str]) -> str:
@@ -217,7 +239,8 @@ def _wait_ready(
 ) -> None:
     from wasm_engine.client import Client
 
-    deadline, want = time.monotonic() + wait_timeout, settings.wasm_workers
+    deadline = time.monotonic() + wait_timeout
+    want = settings.wasm_workers + settings.inference_workers
     seen, last_error = (-1, -1), "the orchestrator never answered status"
     while time.monotonic() < deadline:
         workers: list[dict[str, Any]] | None = None
@@ -269,7 +292,10 @@ def up(
             raise StackError(f"supervisord exited {done.returncode}: {done.stderr}{done.stdout}")
         progress(f"supervisord started in {home}")
     _wait_ready(settings, bindir, wait_timeout, progress)
-    progress(f"stack ready: orchestrator on {settings.front}, {settings.wasm_workers} wasm-workers")
+    progress(
+        f"stack ready: orchestrator on {settings.front}, {settings.wasm_workers} wasm-workers, "
+        f"{settings.inference_workers} inference-workers"
+    )
 
 
 def _wait_gone(pid: int, deadline: float) -> bool:

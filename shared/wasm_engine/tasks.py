@@ -43,6 +43,10 @@ class TaskHandler(Protocol):
         refuse it at once."""
         ...
 
+    def cancel(self, task_id: str) -> None:
+        """Stop a running task if the kind can (an LLM request leaves its batch)."""
+        ...
+
     def end_session(self, agent: str | None, session: str | None) -> None:
         """Drop a session's state (every session's with ``None``)."""
         ...

@@ -348,6 +348,10 @@ class WorkerLoop:
                 self.pending.remove(item)
                 err = WasmEngineError(E.TASK_CANCELLED, "cancelled before it started")
                 self._reply(item[1], "error", M.Error(**err.to_body()).pack())
+                return
+        cancelled = M.parse("task.cancel", env.body)
+        if isinstance(cancelled, M.TaskCancel):  # running: the handler stops it if it can
+            self.handler.cancel(cancelled.task_id)
 
     def _execute(
         self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit, threaded: bool

@@ -26,7 +26,7 @@ DOCKERFILES = {
     "wasm-worker": ROOT / "wasm-worker" / "Dockerfile",
     "inference-worker": ROOT / "inference-worker" / "Dockerfile",
 }
-NOT_YET = {"inference-worker", "ui-monitor"}  # they join compose with their own issues
+NOT_YET = {"ui-monitor"}  # they join compose with their own issues
 
 
 def tool(name: str) -> str:
@@ -100,7 +100,7 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck(service: str) -> None:
 
 
 def test_compose_runs_only_services_that_exist(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"orchestrator", "wasm-worker"}
+    assert set(config["services"]) == {"orchestrator", "wasm-worker", "inference-worker"}
     assert not NOT_YET & set(config["services"])
     for name, service in config["services"].items():
         assert Path(service["build"]["context"]) == ROOT
@@ -109,19 +109,28 @@ def test_compose_runs_only_services_that_exist(config: dict[str, Any]) -> None:
         )
 
 
-def test_workers_scale(config: dict[str, Any]) -> None:
-    worker = config["services"]["wasm-worker"]
+@pytest.mark.parametrize("name", ["wasm-worker", "inference-worker"])
+def test_workers_scale(config: dict[str, Any], name: str) -> None:
+    worker = config["services"][name]
     assert "container_name" not in worker and "hostname" not in worker
     assert all(not p.get("published") for p in worker.get("ports", []))
     assert worker["environment"]["WASM_ENGINE_WORKER_NAME"] == ""  # each names itself
     assert worker["depends_on"]["orchestrator"]["condition"] == "service_healthy"
 
 
-def test_workers_share_the_orchestrator_ipc_namespace(config: dict[str, Any]) -> None:
-    orchestrator, worker = (config["services"][n] for n in ("orchestrator", "wasm-worker"))
+@pytest.mark.parametrize("name", ["wasm-worker", "inference-worker"])
+def test_workers_share_the_orchestrator_ipc_namespace(config: dict[str, Any], name: str) -> None:
+    orchestrator, worker = config["services"]["orchestrator"], config["services"][name]
     assert orchestrator["ipc"] == "shareable"
     assert int(orchestrator["shm_size"]) >= 256 * 2**20
     assert worker["ipc"] == "service:orchestrator"
+
+
+def test_inference_workers_mount_the_built_models_read_only(config: dict[str, Any]) -> None:
+    worker = config["services"]["inference-worker"]
+    (mount,) = worker["volumes"]
+    assert (mount["target"], mount["read_only"]) == ("/models", True)
+    assert worker["environment"]["WASM_ENGINE_MODELS"] == "/models"
 
 
 def test_endpoints_bind_in_the_orchestrator_and_connect_by_service_name(
@@ -144,17 +153,31 @@ def test_every_service_stops_gracefully_and_is_supervised(config: dict[str, Any]
         assert service["command"]
 
 
-def test_no_gpu_yet(config: dict[str, Any]) -> None:
+def test_the_base_file_asks_for_no_gpu(config: dict[str, Any]) -> None:
+    """It must start on any host; GPUs come from the compose.gpu.yaml override."""
     for service in config["services"].values():
         assert "gpus" not in service and "runtime" not in service
         devices = service.get("deploy", {}).get("resources", {}).get("reservations", {})
         assert "devices" not in devices
 
 
+def test_the_gpu_override_gives_inference_workers_nvidia_gpus() -> None:
+    env = compose_env()
+    files = ["-f", str(COMPOSE), "-f", str(ROOT / "compose.gpu.yaml")]
+    command = [*compose_command(env), *files, "config", "--format", "json"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    (device,) = services["inference-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "deploy" not in services["wasm-worker"]
+
+
 def test_compose_and_the_local_stack_run_the_same_programs_with_the_same_settings() -> None:
     """Parsed from compose.yaml itself, so it runs even where Compose is not installed."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    programs = {p.name: p for p in stack.programs(Settings(wasm_workers=2), BIN)}
+    settings = Settings(wasm_workers=2, inference_workers=1)
+    programs = {p.name: p for p in stack.programs(settings, BIN)}
     assert set(services) == set(programs)
     for name, program in programs.items():
         service = services[name]

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from inference_worker.repository import ModelRepository
-from wasm_engine import cli
+from wasm_engine import cli, cli_models
 
 
 def test_build_mlp_then_cached_then_loadable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     printed: list[str] = []
-    monkeypatch.setattr(cli, "out", printed.append)
+    monkeypatch.setattr(cli_models, "out", printed.append)
     assert cli.main(["models", "build", "mlp", "--models", str(tmp_path)]) == 0
     assert printed == [f"{tmp_path / 'mlp'}\n"]
     stamp = (tmp_path / "mlp" / "model.onnx").stat().st_mtime_ns

@@ -184,3 +184,23 @@ def test_finished_tasks_are_forgotten_after_result_ttl() -> None:
     (again,) = dispatches(h.take())
     assert again.msg.attempt == 1
     assert again.header.id != d.header.id
+
+
+def test_a_gone_client_s_tasks_are_cancelled_on_their_workers(h: Harness) -> None:
+    h.hello(W1, credits=1)
+    h.take()
+    h.submit("stream")  # running
+    h.submit("later")  # queued
+    h.submit("other", client=CLIENT_B)
+    (running,) = dispatches(h.take())
+    h.sched.client_gone(CLIENT_A, h.now)
+    outs = h.take()
+    cancel = only(outs, "task.cancel")
+    assert (cancel.sock, cancel.peer, cancel.header.parent) == (BACK, W1, running.header.id)
+    assert h.sched.counters["cancelled_client_gone"] == 2
+    assert dispatches(outs) == []  # the credit comes back with the worker's answer
+    h.fail(running, E.TASK_CANCELLED)
+    (nxt,) = dispatches(h.take())
+    assert nxt.msg.task_id == "other"
+    h.sched.client_gone(CLIENT_A, h.now)  # every failed send says so again: once is enough
+    assert h.take() == []

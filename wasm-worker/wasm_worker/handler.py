@@ -90,6 +90,10 @@ class WasmHandler:
     def capabilities(self) -> list[str]:
         return ["wasm"]
 
+    def cancel(self, task_id: str) -> None:
+        """A running agent call is not interrupted: its result arrives late and is dropped."""
+        return None
+
     def may_block(self, dispatch: M.TaskDispatch) -> bool:
         """Whether the agent imports a host call that waits (loads it on first use;
         one that cannot load runs inline and fails there with its error)."""
