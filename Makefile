@@ -15,7 +15,7 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==0.13.9
 
-.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml orchestrator/pyproject.toml wasm-worker/pyproject.toml
+.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml orchestrator/pyproject.toml wasm-worker/pyproject.toml ui-monitor/pyproject.toml
 	$(SYNC)
 	touch $@
 

@@ -44,6 +44,7 @@ class Orchestrator:
         self.front = transport.router(self.ctx, settings.front)
         self.back = transport.router(self.ctx, settings.back)
         self.pub = transport.publisher(self.ctx, settings.telemetry)
+        self._telemetry_seq = 0  # PUB drops silently per slow subscriber: seq lets it count
         self._stop = False
         self._front_handlers: dict[str, Callable[[Envelope, int], None]] = {
             "task.submit": self._on_submit,
@@ -131,7 +132,9 @@ class Orchestrator:
         events = list(self.scheduler.events)
         self.scheduler.events.clear()
         dropped = self.scheduler.counters.get("telemetry_dropped", 0)
-        self._publish("telemetry.events", M.TelemetryEvents(events, dropped).pack())
+        self._telemetry_seq += 1
+        body = M.TelemetryEvents(events, dropped, self._telemetry_seq).pack()
+        self._publish("telemetry.events", body)
 
     # ------------------------------------------------------------------ front
     def _reject(self, sock_id: int, peer: bytes, parent: str | None, err: WasmEngineError) -> None:

@@ -36,6 +36,9 @@ class Settings:
     max_attempts: int = 3  # dispatches of a task before task.worker_lost
     result_ttl: float = 300.0  # seconds a finished task answers duplicates
     worker_name: str = ""  # default: <kind>-<host>-<pid>
+    monitor: bool = True  # `up` starts the ui-monitor (--no-monitor: not)
+    monitor_host: str = "127.0.0.1"  # the ui-monitor's HTTP address
+    monitor_port: int = 8088
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Settings:

@@ -77,6 +77,26 @@ def publisher(
     return sock
 
 
+def subscriber(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    endpoint: str,
+    topics: Sequence[bytes] = (b"",),
+    *,
+    hwm: int = 1000,
+) -> zmq.Socket[bytes]:
+    """A connected SUB: past ``hwm`` queued messages the newest are dropped, so a slow
+    reader costs the publisher nothing. Reconnects with backoff (100 ms .. 5 s)."""
+    sock = ctx.socket(zmq.SUB)
+    _common(sock, 0)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(endpoint)
+    return sock
+
+
 def _bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://") :]

@@ -102,6 +102,9 @@ def test_every_field_has_a_wasm_engine_env_var_of_its_type() -> None:
         "WASM_ENGINE_RESULT_TTL": "12.5",
         "WASM_ENGINE_WORKER_NAME": "w-x",
         "WASM_ENGINE_LOG_LEVEL": "DEBUG",
+        "WASM_ENGINE_MONITOR": "0",
+        "WASM_ENGINE_MONITOR_HOST": "0.0.0.0",
+        "WASM_ENGINE_MONITOR_PORT": "9099",
     }
     assert {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)} == set(env)
     s = from_env(env)
@@ -120,6 +123,9 @@ def test_every_field_has_a_wasm_engine_env_var_of_its_type() -> None:
         result_ttl=12.5,
         worker_name="w-x",
         log_level="DEBUG",
+        monitor=False,
+        monitor_host="0.0.0.0",
+        monitor_port=9099,
     )
     assert type(s.credits) is int
     assert type(s.result_ttl) is float
