@@ -38,7 +38,7 @@ def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
     out(
         f"stack up: {s.wasm_workers} wasm worker(s)\n  front     {s.front}\n  back      {s.back}\n"
         f"  telemetry {s.telemetry}\n  home      {Path(s.home).resolve()}\n"
-        "  monitor   not part of this build yet (ui-monitor lands with its issue)\n"
+        f"  monitor   {stack.monitor_url(s) or 'off (--no-monitor)'}\n"
     )
     return 0
 
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
             "credits",
             "heartbeat_interval",
             "heartbeat_liveness",
+            "monitor",
+            "monitor_host",
+            "monitor_port",
         ],
         60.0,
     )
