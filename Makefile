@@ -29,6 +29,7 @@ lint: venv
 test: venv lint
 	.ci/install-compose
 	.ci/install-clang || [ -z "$$CI" ]  # without root the C rebuild test skips; CI must have it
+	.ci/install-chromium || [ -z "$$CI" ]  # without it the browser test skips; CI must have it
 	.venv/bin/pytest
 
 unit: venv

@@ -83,14 +83,16 @@ def subscriber(
     topics: Sequence[bytes] = (b"",),
     *,
     hwm: int = 1000,
+    reconnect_max_ms: int = 1000,
 ) -> zmq.Socket[bytes]:
     """A connected SUB: past ``hwm`` queued messages the newest are dropped, so a slow
-    reader costs the publisher nothing. Reconnects with backoff (100 ms .. 5 s)."""
+    reader costs the publisher nothing. Reconnects with backoff (100 ms .. ``reconnect_max_ms``:
+    what it misses while disconnected is lost, so it retries sooner than a DEALER)."""
     sock = ctx.socket(zmq.SUB)
     _common(sock, 0)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, reconnect_max_ms)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic)
     sock.connect(endpoint)

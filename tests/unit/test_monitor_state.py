@@ -198,7 +198,7 @@ def test_a_trace_is_a_tree_of_its_tasks_with_timings() -> None:
 
 
 def test_traces_forget_the_oldest_first_and_events_without_trace_find_theirs() -> None:
-    tr = Traces(max_traces=2)
+    tr = Traces(max_traces=6)  # two per pool
     for i in range(3):
         tr.apply(ev("task.queued", T0 + i, task_id=f"t{i}", trace=f"tr{i}"))
     assert len(tr) == 2 and tr.tree("tr0") is None
@@ -206,6 +206,26 @@ def test_traces_forget_the_oldest_first_and_events_without_trace_find_theirs() -
     tr.apply(ev("task.done", T0 + 6, task_id="t1", trace=None, ok=False, code="task.deadline"))
     tree = tr.tree("tr1")
     assert tree is not None and tree["roots"][0]["state"] == "failed"
-    assert tr.recent()[0]["trace"] == "tr1"  # the most recently active first
     tr.apply(ev("task.done", T0, task_id="t0", trace=None, ok=True))  # forgotten: ignored
     assert tr.tree("t0") is None
+
+
+def test_a_flood_of_one_task_traces_never_pushes_out_workflows_or_failures() -> None:
+    tr = Traces(max_traces=30)  # ten per pool
+    for e in lifecycle("map-1", T0, trace="flow") + lifecycle("reduce", T0 + 0.01, trace="flow"):
+        tr.apply(e)
+    tr.apply(ev("task.queued", T0, task_id="bad", trace="bad"))
+    tr.apply(ev("task.done", T0, task_id="bad", trace="bad", ok=False, code="wasm.trap"))
+    for i in range(1000):
+        for e in lifecycle(f"noop-{i}", T0 + 1 + i / 1000):
+            tr.apply(e)
+    assert len(tr) == 12
+    recent = tr.recent(4)
+    assert [(r["trace"], r["pool"]) for r in recent[:2]] == [
+        ("flow", "workflow"),
+        ("bad", "failed"),
+    ]
+    assert recent[2]["trace"] == "noop-999" and recent[2]["pool"] == "single"
+    assert [r["trace"] for r in tr.recent(5, pool="failed")] == ["bad"]
+    flow = tr.tree("flow")
+    assert flow is not None and flow["tasks"] == 2 and flow["state"] == "ok"

@@ -3,11 +3,12 @@
 Owns the endpoints: ``/`` and ``/static`` (the page, from files inside this
 package), ``/api/stream`` (server-sent events: the dashboard view once a
 second), ``/api/snapshot`` (the same view plus the raw status, JSON),
-``/api/traces`` and ``/api/traces/{trace}`` (the trace list and one trace's
-tree), ``/metrics`` (Prometheus text), ``/healthz`` (the process serves) and
-``/readyz`` (a snapshot from the orchestrator arrived within ``ready_after_s``).
-It reads :class:`~ui_monitor.state.MonitorState` under the lock the telemetry
-link writes it under, and never touches a ZeroMQ socket.
+``/api/traces[?pool=workflow|failed|single&limit=N]`` (the trace list),
+``/api/traces/{trace}`` (one trace's tree), ``/metrics`` (Prometheus text),
+``/healthz`` (the process serves) and ``/readyz`` (a snapshot from the
+orchestrator arrived within ``READY_AFTER_S``). It reads
+:class:`~ui_monitor.state.MonitorState` under the lock the telemetry link
+writes it under, and never touches a ZeroMQ socket.
 """
 
 from __future__ import annotations
@@ -89,9 +90,13 @@ def create_app(
         return Response(_json(doc), media_type="application/json")
 
     async def traces(request: Request) -> Response:
-        limit = min(500, int(request.query_params.get("limit", "50")))
+        try:
+            limit = min(1000, int(request.query_params.get("limit", "50")))
+        except ValueError:
+            return JSONResponse({"error": "limit must be an integer"}, 400)
+        pool = request.query_params.get("pool")
         with board.lock:
-            return JSONResponse(board.state.traces.recent(limit))
+            return JSONResponse(board.state.traces.recent(limit, pool))
 
     async def trace(request: Request) -> Response:
         with board.lock:

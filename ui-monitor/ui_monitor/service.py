@@ -128,7 +128,7 @@ class TelemetryLink:
         M.parse("status", env.body)  # validated; kept whole (sections newer than this build)
         status: dict[str, Any] = unpack_map(env.body, what="status", limit=DEFAULT_LIMITS.body)
         with self.lock:
-            self.state.on_status(status, self.clock())
+            self.state.on_status(status, self.clock(), via="get")
 
     def _ask_status(
         self, ctx: zmq.Context[zmq.Socket[bytes]], poller: zmq.Poller, dealer: zmq.Socket[bytes]

@@ -27,13 +27,14 @@ _QUEUE_MEMORY = 100_000  # in-flight task ids remembered for per-queue throughpu
 
 
 class MonitorState:
-    def __init__(self, *, window_s: int = 600, max_traces: int = 500) -> None:
+    def __init__(self, *, window_s: int = 600, max_traces: int = 600) -> None:
         self.series = Series(window_s)
         self.traces = Traces(max_traces)
         self.shm = Shm()
         self.inference = Inference()
         self.status: dict[str, Any] | None = None
         self.status_at: float | None = None  # local time the last snapshot arrived
+        self.status_via = ""  # "pub" (telemetry.snapshot) or "get" (status.get answer)
         self.orchestrator_starts: list[int] = []  # started_ns of each orchestrator seen
         self.events: Counter[str] = Counter()  # by event name
         self.codes: Counter[str] = Counter()  # failed and rejected tasks by error code
@@ -116,14 +117,14 @@ class MonitorState:
             self.worker_log.appendleft({"ev": name, "t": t, **{k: ev[k] for k in keep if k in ev}})
         return True
 
-    def on_status(self, status: dict[str, Any], now: float) -> None:
-        """A status snapshot (``telemetry.snapshot`` or a ``status.get`` answer)."""
+    def on_status(self, status: dict[str, Any], now: float, via: str = "pub") -> None:
+        """A status snapshot: ``via`` "pub" (``telemetry.snapshot``) or "get" (``status.get``)."""
         orch = status.get("orchestrator") or {}
         started = orch.get("started_ns")
         if isinstance(started, int) and started not in self.orchestrator_starts[-3:]:
             self.orchestrator_starts.append(started)
             self._last_seq = None  # a new orchestrator numbers its batches from 1
-        self.status, self.status_at = status, now
+        self.status, self.status_at, self.status_via = status, now, via
         self.shm.from_snapshot(status.get("shm"))
         gauges: dict[str, float] = {}
         for key, q in (status.get("queues") or {}).items():
@@ -152,6 +153,7 @@ class MonitorState:
             "orchestrator_dropped": self.orchestrator_dropped,
             "bad_events": self.bad_events,
             "snapshot_age_s": None if age is None else round(age, 3),
+            "snapshot_via": self.status_via,
             "orchestrator_restarts": max(0, len(self.orchestrator_starts) - 1),
         }
 

@@ -4,8 +4,11 @@ Owns :class:`Traces`, built from telemetry events alone: ``task.queued`` makes a
 node (its ``parent_task`` names the task that spawned it, when the orchestrator
 says so), ``task.dispatched``/``task.requeued``/``task.done`` time it, and any
 event naming a trace and carrying ``segment``/``bytes`` (the ``shm.*`` events)
-is kept as one of the trace's tensor handles. Bounded: the oldest traces are
-forgotten first. Pure: times are the events' own ``t`` (ns), no clock is read.
+is kept as one of the trace's tensor handles. Bounded, in three pools so that a
+flood of one-task traces never pushes out what an operator looks for: workflows
+(traces of two tasks or more), failures (one-task traces that failed) and the
+rest; in each the least recently active trace is forgotten first. Pure: times
+are the events' own ``t`` (ns), no clock is read.
 """
 
 from __future__ import annotations
@@ -89,40 +92,67 @@ class Trace:
         }
 
 
-class Traces:
-    """The ``max_traces`` most recently active traces, each up to ``max_tasks`` tasks."""
+POOLS = ("workflow", "failed", "single")
 
-    def __init__(self, max_traces: int = 500, max_tasks: int = 2000) -> None:
-        self.max_traces = max_traces
+
+class Traces:
+    """The most recently active traces of each pool (``max_traces`` in all, split evenly),
+    each up to ``max_tasks`` tasks."""
+
+    def __init__(self, max_traces: int = 600, max_tasks: int = 2000) -> None:
+        self.cap = max(1, max_traces // len(POOLS))
         self.max_tasks = max_tasks
-        self._traces: OrderedDict[str, Trace] = OrderedDict()
+        self._pools: dict[str, OrderedDict[str, Trace]] = {p: OrderedDict() for p in POOLS}
+        self._pool_of: dict[str, str] = {}  # trace id -> its pool
         self._task_trace: dict[str, str] = {}  # task id -> trace, for events without a trace
 
     def __len__(self) -> int:
-        return len(self._traces)
+        return len(self._pool_of)
+
+    def get(self, trace_id: str) -> Trace | None:
+        pool = self._pool_of.get(trace_id)
+        return None if pool is None else self._pools[pool].get(trace_id)
+
+    def _put(self, tr: Trace, pool: str) -> None:
+        old = self._pool_of.get(tr.trace_id)
+        if old is not None and old != pool:
+            del self._pools[old][tr.trace_id]
+        self._pool_of[tr.trace_id] = pool
+        traces = self._pools[pool]
+        traces[tr.trace_id] = tr
+        traces.move_to_end(tr.trace_id)
+        while len(traces) > self.cap:
+            _, gone = traces.popitem(last=False)
+            del self._pool_of[gone.trace_id]
+            for task_id in gone.nodes:
+                self._task_trace.pop(task_id, None)
 
     def _trace(self, trace_id: str, t: int) -> Trace:
-        tr = self._traces.get(trace_id)
+        tr = self.get(trace_id)
         if tr is None:
-            tr = self._traces[trace_id] = Trace(trace_id, first_t=t, last_t=t)
-            while len(self._traces) > self.max_traces:
-                _, old = self._traces.popitem(last=False)
-                for task_id in old.nodes:
-                    self._task_trace.pop(task_id, None)
-        else:
-            self._traces.move_to_end(trace_id)
+            tr = Trace(trace_id, first_t=t, last_t=t)
         tr.first_t = min(tr.first_t, t)
         tr.last_t = max(tr.last_t, t)
         return tr
 
-    def _node(self, ev: dict[str, Any], t: int, create: bool) -> Node | None:
+    def _file(self, tr: Trace) -> None:
+        """(Re)file a trace in its pool, as the most recently active there."""
+        if len(tr.nodes) > 1:
+            pool = "workflow"
+        elif any(n.ok is False for n in tr.nodes.values()):
+            pool = "failed"
+        else:
+            pool = "single"
+        self._put(tr, pool)
+
+    def _node(self, ev: dict[str, Any], t: int, create: bool) -> tuple[Trace, Node] | None:
         task_id = ev.get("task_id")
         if not isinstance(task_id, str):
             return None
         trace_id = ev.get("trace")
         if not isinstance(trace_id, str):
             trace_id = self._task_trace.get(task_id, task_id if create else "")
-        if not trace_id or (not create and trace_id not in self._traces):
+        if not trace_id or (not create and trace_id not in self._pool_of):
             return None
         tr = self._trace(trace_id, t)
         node = tr.nodes.get(task_id)
@@ -131,7 +161,7 @@ class Traces:
                 return None
             node = tr.nodes[task_id] = Node(task_id, trace_id)
             self._task_trace[task_id] = trace_id
-        return node
+        return tr, node
 
     def apply(self, ev: dict[str, Any]) -> None:
         """Take one telemetry event; events this store has no use for are ignored."""
@@ -143,9 +173,10 @@ class Traces:
             return
         if not name.startswith("task."):
             return
-        node = self._node(ev, t, create=name == "task.queued")
-        if node is None:
+        found = self._node(ev, t, create=name == "task.queued")
+        if found is None:
             return
+        tr, node = found
         node.history.append((name, t))
         for key in _NODE_FIELDS:
             if ev.get(key) is not None:
@@ -169,32 +200,36 @@ class Traces:
             node.run_us = ev.get("run_us")
         elif name == "task.rejected":
             node.done_t, node.ok, node.code = t, False, ev.get("code")
+        self._file(tr)
 
     def _handle(self, name: str, ev: dict[str, Any], t: int) -> None:
         trace_id = ev.get("trace")
         task_id = ev.get("task_id")
         if not isinstance(trace_id, str) and isinstance(task_id, str):
             trace_id = self._task_trace.get(task_id)
-        if not isinstance(trace_id, str) or trace_id not in self._traces:
+        tr = self.get(trace_id) if isinstance(trace_id, str) else None
+        if tr is None:
             return
-        tr = self._trace(trace_id, t)
+        tr.last_t = max(tr.last_t, t)
         if len(tr.handles) < self.max_tasks:
             keep = ("segment", "owner", "holder", "bytes", "task_id", "generation")
             tr.handles.append({"ev": name, "t": t, **{k: ev[k] for k in keep if k in ev}})
 
-    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The most recently active traces first."""
-        out = []
-        for trace_id in reversed(self._traces):
-            out.append(self._traces[trace_id].summary())
-            if len(out) >= limit:
-                break
+    def recent(self, limit: int = 50, pool: str | None = None) -> list[dict[str, Any]]:
+        """Workflows, then failures, then the rest (or one ``pool``); in each the most
+        recently active first."""
+        out: list[dict[str, Any]] = []
+        for name in POOLS if pool is None else (pool,):
+            for trace_id in reversed(self._pools.get(name, {})):
+                if len(out) >= limit:
+                    return out
+                out.append({**self._pools[name][trace_id].summary(), "pool": name})
         return out
 
     def tree(self, trace_id: str) -> dict[str, Any] | None:
         """The trace as nested nodes (children under the task that spawned them), times in
         ms from the trace's first event; None when the trace is unknown or forgotten."""
-        tr = self._traces.get(trace_id)
+        tr = self.get(trace_id)
         if tr is None:
             return None
         origin = tr.first_t

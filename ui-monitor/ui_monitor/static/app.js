@@ -96,7 +96,8 @@ function renderHeader(v) {
   $("telemetry").textContent =
     `telemetry: ${fmtNum(t.events)} events in ${fmtNum(t.batches)} batches · ` +
     `${fmtNum(t.gaps)} batches lost to this monitor · ${fmtNum(t.orchestrator_dropped)} dropped by the orchestrator · ` +
-    `snapshot age ${t.snapshot_age_s === null ? "–" : t.snapshot_age_s.toFixed(1) + " s"} · ` +
+    `snapshot age ${t.snapshot_age_s === null ? "–" : t.snapshot_age_s.toFixed(1) + " s"} ` +
+    `(${t.snapshot_via === "get" ? "asked by status.get: telemetry not flowing" : "over telemetry"}) · ` +
     `orchestrator restarts ${t.orchestrator_restarts}`;
 }
 
@@ -145,6 +146,7 @@ function renderResources(v) {
   const bBox = $("batches");
   if (batches.length) {
     bBox.className = "";
+    $("chart-batches").hidden = false;
     bBox.replaceChildren(bars(batches.map(([size, n]) => ["batch of " + size, n]), (n) => fmtNum(n)));
     chart("chart-batches", ["mean batch", "max batch"], [v.charts.x, v.charts.batch_mean, v.charts.batch_max]);
   }
@@ -171,9 +173,10 @@ function renderResources(v) {
 function renderTraceList(v) {
   fillRows($("traces").tBodies[0], v.traces.length ? v.traces.map((t) => el("tr", {
     class: "pick" + (t.trace === selectedTrace ? " selected" : ""), "data-trace": t.trace, onclick: () => openTrace(t.trace) },
-    el("td", { title: t.trace }, t.trace), el("td", { title: t.root || "" }, t.root || "–"), el("td", {}, fmtNum(t.tasks)),
+    el("td", { title: t.trace }, t.trace), el("td", { class: "muted" }, t.pool),
+    el("td", { title: t.root || "" }, t.root || "–"), el("td", {}, fmtNum(t.tasks)),
     el("td", { class: t.state }, t.state), el("td", {}, fmtNum(t.duration_ms, 1)),
-  )) : [el("tr", {}, el("td", { colspan: 5, class: "none" }, "no workflow yet"))]);
+  )) : [el("tr", {}, el("td", { colspan: 6, class: "none" }, "no workflow yet"))]);
 }
 
 async function openTrace(id) {
@@ -213,6 +216,12 @@ function renderTree(tr) {
     ...tr.handles.slice(0, 50).map((h) => el("div", { class: "muted" },
       `+${fmtNum(h.t, 2)} ms ${h.ev} ${h.segment || ""} ${h.owner || ""} ${h.bytes !== undefined ? fmtBytes(h.bytes) : ""}`)));
 }
+
+$("trace-open").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const id = $("trace-input").value.trim();
+  if (id) openTrace(id);
+});
 
 // ------------------------------------------------------------------ wiring
 function render(v) {
