@@ -64,6 +64,15 @@ def test_throughput_and_latency_land_in_the_events_own_seconds() -> None:
     assert 3.8 < charts["p50_ms"][0] < 4.2 and charts["p99_ms"][2] is None
 
 
+def test_charts_span_what_was_watched_between_30_s_and_the_asked_window() -> None:
+    st = MonitorState()
+    assert len(st.view(T0, seconds=120)["charts"]["x"]) == 120  # nothing watched yet
+    st.on_status(status(), T0)
+    assert len(st.view(T0 + 5, seconds=120)["charts"]["x"]) == 30
+    assert len(st.view(T0 + 60, seconds=120)["charts"]["x"]) == 62
+    assert len(st.view(T0 + 600, seconds=120)["charts"]["x"]) == 120
+
+
 def test_event_times_off_the_window_count_now() -> None:
     st = MonitorState(window_s=60)
     st.on_events({"events": lifecycle("a", T0 - 3600)}, now=T0 + 0.2)  # a skewed clock

@@ -45,10 +45,12 @@ class MonitorState:
         self.bad_events = 0
         self._last_seq: int | None = None
         self._task_queue: dict[str, str] = {}
+        self.first_seen: float | None = None  # local time of the first message taken
 
     # ------------------------------------------------------------------ input
     def on_events(self, body: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """One ``telemetry.events`` body; returns the events it applied (for metrics)."""
+        self.first_seen = now if self.first_seen is None else self.first_seen
         self.batches += 1
         seq = body.get("seq")
         if isinstance(seq, int) and seq > 0:
@@ -119,6 +121,7 @@ class MonitorState:
 
     def on_status(self, status: dict[str, Any], now: float, via: str = "pub") -> None:
         """A status snapshot: ``via`` "pub" (``telemetry.snapshot``) or "get" (``status.get``)."""
+        self.first_seen = now if self.first_seen is None else self.first_seen
         orch = status.get("orchestrator") or {}
         started = orch.get("started_ns")
         if isinstance(started, int) and started not in self.orchestrator_starts[-3:]:
@@ -207,8 +210,11 @@ class MonitorState:
         }
 
     def view(self, now: float, seconds: int = 120) -> dict[str, Any]:
-        """Everything the page shows, as one JSON-able map."""
+        """Everything the page shows, as one JSON-able map. The charts span ``seconds``, or
+        less (but 30 s at least) while the monitor has not watched that long."""
         status = self.status or {}
+        if self.first_seen is not None:
+            seconds = min(seconds, max(30, int(now - self.first_seen) + 2))
         return {
             "now": now,
             "ready": self.ready(now, 3.0),

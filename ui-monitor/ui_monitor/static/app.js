@@ -41,23 +41,25 @@ function sum(col, n) { return col.slice(-n).reduce((a, b) => a + (b || 0), 0); }
 function fillRows(tbody, rows) { tbody.replaceChildren(...rows); }
 
 // ------------------------------------------------------------------ charts
+const LEGEND_PX = 26; // room under each plot for its legend
 const COLORS = ["#3fb950", "#f85149", "#58a6ff", "#d29922", "#bc8cff", "#39c5cf", "#ff7b72"];
 
-function chart(id, names, data) {
+function chart(id, names, data, colors = COLORS) {
   const box = $(id);
   const key = names.join("|");
   let c = charts[id];
   if (c && c.key !== key) { c.plot.destroy(); c = null; }
   if (!c) {
     const opts = {
-      width: Math.max(200, box.clientWidth), height: box.clientHeight - 4,
+      width: Math.max(200, box.clientWidth), height: box.clientHeight - LEGEND_PX,
       cursor: { drag: { x: false, y: false } },
       legend: { live: false },
       axes: [
-        { stroke: "#8593a3", grid: { stroke: "#1d2631" }, ticks: { stroke: "#263140" } },
+        { stroke: "#8593a3", grid: { stroke: "#1d2631" }, ticks: { stroke: "#263140" }, space: 80,
+          values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false })) },
         { stroke: "#8593a3", grid: { stroke: "#1d2631" }, ticks: { stroke: "#263140" }, size: 48 },
       ],
-      series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false }))],
+      series: [{}, ...names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1.5, spanGaps: false }))],
     };
     c = charts[id] = { key, plot: new uPlot(opts, data, box) };
   } else {
@@ -69,13 +71,15 @@ function chart(id, names, data) {
 window.addEventListener("resize", () => {
   for (const [id, c] of Object.entries(charts)) {
     const box = $(id);
-    c.plot.setSize({ width: Math.max(200, box.clientWidth), height: box.clientHeight - 4 });
+    c.plot.setSize({ width: Math.max(200, box.clientWidth), height: box.clientHeight - LEGEND_PX });
   }
 });
 
 function renderCharts(v) {
   const ch = v.charts;
-  chart("chart-throughput", ["done ok", "failed", "submitted"], [ch.x, ch.ok, ch.failed, ch.queued]);
+  // submitted first, so the done line (usually equal) is drawn over it
+  chart("chart-throughput", ["submitted", "done ok", "failed"], [ch.x, ch.queued, ch.ok, ch.failed],
+        ["#58a6ff", "#3fb950", "#f85149"]);
   $("chart-throughput").dataset.total = String(sum(ch.ok, ch.ok.length) + sum(ch.failed, ch.failed.length));
   chart("chart-latency", ["p50", "p99", "run p50"], [ch.x, ch.p50_ms, ch.p99_ms, ch.run_p50_ms]);
   const depthNames = Object.keys(ch.depth).sort();
