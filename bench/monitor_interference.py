@@ -119,10 +119,10 @@ def measure(client: Client, agent: Any, count: int, window: int, pid: int) -> tu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--count", type=int, default=4000, help="tasks per measurement")
+    ap.add_argument("--count", type=int, default=3000, help="tasks per measurement")
     ap.add_argument("--window", type=int, default=64, help="tasks in flight")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=5, help="rounds; each measures every mode")
+    ap.add_argument("--repeat", type=int, default=7, help="rounds; each measures every mode")
     a = ap.parse_args()
     noop = bytes(wasmtime.wat2wasm(NOOP_WAT.read_text()))
     rates: dict[str, list[float]] = {m: [] for m in MODES}

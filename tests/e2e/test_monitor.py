@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fault_helpers import FAST_HEARTBEATS, until, wait_all, wasm
@@ -73,9 +74,12 @@ def test_metrics_and_api_cover_tasks_queues_workers_shm_and_inference(
     assert metric(families, "wasm_engine_task_latency_seconds_count") >= 201
     assert metric(families, "wasm_engine_orchestrator_up") == 1
 
-    snap = get_json(base + "/api/snapshot")
+    def caught_up() -> dict[str, Any] | None:  # a snapshot taken after the tasks ran
+        snap: dict[str, Any] = get_json(base + "/api/snapshot")
+        return snap if snap["status"]["counters"].get("completed", 0) >= 200 else None
+
+    snap = until("a snapshot counting the tasks", caught_up)
     assert {w["name"] for w in snap["workers"]} == {"wasm-worker-1", "wasm-worker-2"}
-    assert snap["status"]["counters"]["completed"] >= 200
     assert snap["errors"][0]["tasks"] == 1  # the out-of-fuel task (its code is the worker's)
     trace = get_json(base + f"/api/traces/{failed.task_id}")
     assert trace["roots"][0]["state"] == "failed" and trace["tasks"] == 1
