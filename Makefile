@@ -15,7 +15,7 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==0.13.9
 
-.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml orchestrator/pyproject.toml wasm-worker/pyproject.toml inference-worker/pyproject.toml
+.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml orchestrator/pyproject.toml wasm-worker/pyproject.toml inference-worker/pyproject.toml ui-monitor/pyproject.toml
 	$(SYNC)
 	touch $@
 
@@ -29,6 +29,7 @@ lint: venv
 test: venv lint
 	.ci/install-compose
 	.ci/install-clang || [ -z "$$CI" ]  # without root the C rebuild test skips; CI must have it
+	.ci/install-chromium || [ -z "$$CI" ]  # without it the browser test skips; CI must have it
 	.venv/bin/pytest
 
 unit: venv

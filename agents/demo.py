@@ -37,6 +37,7 @@ from wasm_engine import messages as M
 from wasm_engine.benchmark import percentile
 from wasm_engine.config import from_env
 from wasm_engine.envelope import decode
+from wasm_engine.stack import monitor_url
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT = ROOT / "agents" / "wat"
@@ -219,7 +220,8 @@ def main() -> int:
         workflow(settings.front, settings.telemetry)
     finally:
         if a.keep:
-            print(f"stack left running: front {settings.front}; `make down` stops it")
+            url = monitor_url(settings) or "off"
+            print(f"stack left running: front {settings.front}, monitor {url}; `make down` stops")
         else:
             wasm_engine("down")
     return 0

@@ -2,7 +2,9 @@
 
 One thread, one poll loop. Each round it drains every ready socket (NOBLOCK until
 ``Again``), hands decoded envelopes to the :class:`Scheduler`, then sends the
-scheduler's outbox and publishes its telemetry in one batch. A send to a gone
+scheduler's outbox; its telemetry goes out in one batch at most every
+``EVENTS_NS`` (fewer, larger PUB messages: less work per event for the I/O
+thread, and a bounded backlog for a stalled subscriber). A send to a gone
 peer raises (``ROUTER_MANDATORY``): a gone client is counted, a gone worker is
 lost. Nothing a peer sends can stop the loop: every defect becomes a typed error
 to that peer.
@@ -34,6 +36,8 @@ DRAIN_MAX = 512  # messages per socket per round, so neither socket starves the 
 FLUSH_EVERY = 16  # send the outbox this often inside a drain: downstream starts sooner
 TICK_NS = 100_000_000
 SNAPSHOT_NS = 1_000_000_000
+EVENTS_NS = 50_000_000  # telemetry.events at most 20 times a second
+TELEMETRY_HWM = 100  # batches queued per subscriber (5 s at the cadence above), then dropped
 
 
 class Orchestrator:
@@ -44,7 +48,8 @@ class Orchestrator:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.front = transport.router(self.ctx, settings.front)
         self.back = transport.router(self.ctx, settings.back)
-        self.pub = transport.publisher(self.ctx, settings.telemetry)
+        self.pub = transport.publisher(self.ctx, settings.telemetry, hwm=TELEMETRY_HWM)
+        self._telemetry_seq = 0  # PUB drops silently per slow subscriber: seq lets it count
         self._stop = False
         self._front_handlers: dict[str, Callable[[Envelope, int], None]] = {
             "task.submit": self._on_submit,
@@ -76,8 +81,10 @@ class Orchestrator:
         poller.register(self.back, zmq.POLLIN)
         next_tick = time.time_ns() + TICK_NS
         next_snapshot = time.time_ns() + SNAPSHOT_NS
+        next_events = 0
         while not self._stop:
-            timeout_ms = max(0, (next_tick - time.time_ns()) // 1_000_000)
+            wake = min(next_tick, next_events) if self.scheduler.events else next_tick
+            timeout_ms = max(0, (wake - time.time_ns()) // 1_000_000)
             ready = dict(poller.poll(timeout_ms))
             if self.back in ready:
                 self._drain(self.back, self._on_back)
@@ -93,8 +100,9 @@ class Orchestrator:
                     "telemetry.snapshot", M.TelemetrySnapshot(self.scheduler.snapshot(now)).pack()
                 )
                 next_snapshot = now + SNAPSHOT_NS
-            if self.scheduler.events:
+            if self.scheduler.events and now >= next_events:
                 self._publish_events()
+                next_events = now + EVENTS_NS
 
     def _drain(self, sock: zmq.Socket[bytes], handle: Callable[[list[bytes]], None]) -> None:
         for i, frames in enumerate(transport.drain(sock, DRAIN_MAX), 1):
@@ -142,7 +150,9 @@ class Orchestrator:
         events = list(self.scheduler.events)
         self.scheduler.events.clear()
         dropped = self.scheduler.counters.get("telemetry_dropped", 0)
-        self._publish("telemetry.events", M.TelemetryEvents(events, dropped).pack())
+        self._telemetry_seq += 1
+        body = M.TelemetryEvents(events, dropped, self._telemetry_seq).pack()
+        self._publish("telemetry.events", body)
 
     # ------------------------------------------------------------------ front
     def _reject(self, sock_id: int, peer: bytes, parent: str | None, err: WasmEngineError) -> None:

@@ -41,7 +41,7 @@ def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
         f"stack up: {s.wasm_workers} wasm worker(s), {s.inference_workers} inference worker(s)\n"
         f"  front     {s.front}\n  back      {s.back}\n"
         f"  telemetry {s.telemetry}\n  home      {Path(s.home).resolve()}\n"
-        "  monitor   not part of this build yet (ui-monitor lands with its issue)\n"
+        f"  monitor   {stack.monitor_url(s) or 'off (--no-monitor)'}\n"
     )
     return 0
 
@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
             "heartbeat_liveness",
             "stack",
             "shm_arena",
+            "monitor",
+            "monitor_host",
+            "monitor_port",
         ],
         120.0,
     )

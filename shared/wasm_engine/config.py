@@ -46,6 +46,9 @@ class Settings:
     shm_segment: int = 256 << 20  # bytes per arena segment: the largest tensor in shm
     tensor_inline_cap: int = 64 << 20  # largest tensor sent inline (across shm namespaces)
     lease_ttl: float = 60.0  # seconds a tensor lease lives unless released earlier
+    monitor: bool = True  # `up` starts the ui-monitor (--no-monitor: not)
+    monitor_host: str = "127.0.0.1"  # the ui-monitor's HTTP address
+    monitor_port: int = 8088
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Settings:

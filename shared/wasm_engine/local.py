@@ -2,10 +2,11 @@
 
 ``LocalStack`` starts an orchestrator and N wasm-workers as child processes of
 the caller (no supervisord), waits until every worker has registered, and stops
-them all on exit. Benchmarks and the end-to-end tests use it; so can a user who
-wants a throwaway runtime inside a script. Each stack lives in its own folder,
-so two stacks on one machine never share an endpoint. It can also kill and
-restart its processes, which is what fault tests need.
+them all on exit; :meth:`LocalStack.start_monitor` adds a ui-monitor on request.
+Benchmarks and the end-to-end tests use it; so can a user who wants a throwaway
+runtime inside a script. Each stack lives in its own folder, so two stacks on
+one machine never share an endpoint. It can also kill and restart its
+processes, which is what fault tests need.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class LocalStack:
         )
         self.orchestrator: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.monitor: subprocess.Popen[bytes] | None = None
         self._spawned = 0
 
     @property
@@ -85,6 +87,16 @@ class LocalStack:
         self.workers.append(proc)
         return proc
 
+    def start_monitor(self, port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+        """A ui-monitor watching this stack, serving on ``host:port`` (not waited for)."""
+        self.monitor = self._spawn(
+            "ui_monitor",
+            "ui-monitor",
+            WASM_ENGINE_MONITOR_HOST=host,
+            WASM_ENGINE_MONITOR_PORT=str(port),
+        )
+        return self.monitor
+
     def start(self, timeout: float = 30.0) -> LocalStack:
         self.start_orchestrator()
         for _ in range(self.settings.wasm_workers):
@@ -114,7 +126,13 @@ class LocalStack:
         proc.wait(timeout=30)
 
     def stop(self) -> None:
-        """Workers first (their bye reaches a live orchestrator), then the orchestrator."""
+        """Workers first (their bye reaches a live orchestrator), then the orchestrator;
+        the monitor, if any, before them all (a stopped one is woken to obey)."""
+        if self.monitor is not None:
+            if self.monitor.poll() is None:
+                os.kill(self.monitor.pid, signal.SIGCONT)
+            self._terminate([self.monitor])
+            self.monitor = None
         self._terminate(self.workers)
         self._terminate([self.orchestrator] if self.orchestrator else [])
         self.workers.clear()

@@ -261,6 +261,7 @@ class ShmFree(Message):
 class TelemetryEvents(Message):
     events: list[dict[str, Any]]
     dropped: int = 0
+    seq: int = 0  # 1, 2, 3 … per orchestrator: a subscriber counts the batches PUB dropped
 
 
 @message("telemetry.snapshot")

@@ -1,4 +1,5 @@
-"""The embedded local stack: the orchestrator and its wasm-workers under supervisord.
+"""The embedded local stack: the orchestrator, its wasm-workers and the ui-monitor under
+supervisord.
 
 This module owns what runs on one machine without Docker: :func:`programs` (the single
 source of truth for the stack's processes; compose.yaml must match it), the supervisord
@@ -39,6 +40,8 @@ WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")
 INFERENCE_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name")
 INFERENCE_WORKER_SETTINGS += ("credits", "device", "models", "stack", "shm_arena", "shm_segment")
 INFERENCE_WORKER_SETTINGS += ("tensor_inline_cap", "heartbeat_interval", "heartbeat_liveness")
+MONITOR_SETTINGS: tuple[str, ...] = ("front", "telemetry", "log_level")
+MONITOR_SETTINGS += ("monitor_host", "monitor_port")
 CONF_NAME, SOCKET_NAME, PID_NAME = "supervisord.conf", "supervisor.sock", "supervisord.pid"
 STOP_WAIT_S = 10  # SIGTERM -> SIGKILL grace per process (compose's stop_grace_period is above)
 LOCAL_SHM_ARENA = 256 << 20  # each worker's arena under `up` unless told (0: tensors go inline)
@@ -98,7 +101,8 @@ def default_models() -> Path:
 
 
 def programs(settings: Settings, bindir: Path) -> list[Program]:
-    """Everything the stack runs, in start order (the ui-monitor joins later)."""
+    """Everything the stack runs, in start order; the ui-monitor unless ``settings.monitor``
+    is off."""
     orchestrator_env, count = _env_for(settings, ORCHESTRATOR_SETTINGS), settings.wasm_workers
     worker_env = _env_for(settings, WASM_WORKER_SETTINGS)  # one distinct name per process:
     worker_env[ENV_PREFIX + "WORKER_NAME"] = _pct(settings.worker_name or "wasm-worker") + _POOL
@@ -114,7 +118,19 @@ def programs(settings: Settings, bindir: Path) -> list[Program]:
         env[ENV_PREFIX + "WORKER_NAME"] = _pct(settings.worker_name or "inference-worker") + _POOL
         cmd = [str(bindir / "wasm-engine-inference-worker")]
         stack.append(Program("inference-worker", cmd, env, settings.inference_workers))
+    if settings.monitor:
+        monitor_env = _env_for(settings, MONITOR_SETTINGS)
+        stack.append(Program("ui-monitor", [str(bindir / "wasm-engine-ui-monitor")], monitor_env))
     return stack
+
+
+def monitor_url(settings: Settings) -> str | None:
+    """Where the stack's ui-monitor serves its page, or None when it does not run."""
+    if not settings.monitor:
+        return None
+    host = settings.monitor_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.monitor_port}/"
 
 
 def _quote_env(env: dict[str, str]) -> str:
@@ -292,9 +308,10 @@ def up(
             raise StackError(f"supervisord exited {done.returncode}: {done.stderr}{done.stdout}")
         progress(f"supervisord started in {home}")
     _wait_ready(settings, bindir, wait_timeout, progress)
+    url = monitor_url(settings)
     progress(
         f"stack ready: orchestrator on {settings.front}, {settings.wasm_workers} wasm-workers, "
-        f"{settings.inference_workers} inference-workers"
+        f"{settings.inference_workers} inference-workers" + (f", monitor on {url}" if url else "")
     )
 
 

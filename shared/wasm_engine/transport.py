@@ -77,6 +77,28 @@ def publisher(
     return sock
 
 
+def subscriber(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    endpoint: str,
+    topics: Sequence[bytes] = (b"",),
+    *,
+    hwm: int = 1000,
+    reconnect_max_ms: int = 1000,
+) -> zmq.Socket[bytes]:
+    """A connected SUB: past ``hwm`` queued messages the newest are dropped, so a slow
+    reader costs the publisher nothing. Reconnects with backoff (100 ms .. ``reconnect_max_ms``:
+    what it misses while disconnected is lost, so it retries sooner than a DEALER)."""
+    sock = ctx.socket(zmq.SUB)
+    _common(sock, 0)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, reconnect_max_ms)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(endpoint)
+    return sock
+
+
 def _bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://") :]

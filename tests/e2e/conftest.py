@@ -40,7 +40,7 @@ def make_stack() -> Iterator[Callable[..., LocalStack]]:
         yield make
     finally:
         for stack in stacks:
-            for name in ["orchestrator", *(f"wasm-worker-{i}" for i in range(1, 10))]:
+            for name in ["orchestrator", "ui-monitor", *(f"wasm-worker-{i}" for i in range(1, 10))]:
                 text = stack.log_text(name)
                 if text:
                     print(f"----- {name}.log (tail)\n{text[-4000:]}")

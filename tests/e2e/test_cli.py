@@ -32,6 +32,7 @@ def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
         WASM_ENGINE_FRONT=f"ipc://{tmp_path}/front",
         WASM_ENGINE_BACK=f"ipc://{tmp_path}/back",
         WASM_ENGINE_TELEMETRY=f"ipc://{tmp_path}/telemetry",
+        WASM_ENGINE_MONITOR="0",  # the monitor under `up` is tested in test_stack_updown
     )
 
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -50,6 +51,7 @@ def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
         up = cli("up", "--wasm-workers", "2")
         assert "front" in up.stdout and str(tmp_path / "front") in up.stdout
         assert len(segments_of(stack)) == 2  # each worker's arena: 256 MiB, one segment
+        assert "monitor   off (--no-monitor)" in up.stdout
 
         run = cli("run", "agents/wat/checksum.wat", "--input", '"hello"', "--json")
         doc = json.loads(run.stdout)

@@ -7,8 +7,13 @@ bindir of their own, and a stand-in Client that reads readiness from supervisorc
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
+import time
 import types
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,15 +28,38 @@ pytestmark = pytest.mark.e2e
 VENV_BIN = Path(sys.executable).parent
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def ipc_settings(tmp_path: Path, workers: int) -> Settings:
-    """Endpoints as ipc:// files in the test's folder: no port can collide with another run."""
+    """Endpoints as ipc:// files in the test's folder and a free port for the monitor: nothing
+    collides with another run."""
     return Settings(
         home=str(tmp_path / "home"),
         wasm_workers=workers,
         front=f"ipc://{tmp_path}/front",
         back=f"ipc://{tmp_path}/back",
         telemetry=f"ipc://{tmp_path}/telemetry",
+        monitor_port=free_port(),
     )
+
+
+def monitor_ready(url: str, timeout: float) -> dict[str, Any]:
+    """/readyz of the stack's monitor once it says ready (it needs one snapshot first)."""
+    end, last = time.monotonic() + timeout, ""
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url + "readyz", timeout=2) as resp:
+                doc: dict[str, Any] = json.loads(resp.read())
+                return doc
+        except (urllib.error.URLError, ConnectionError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise AssertionError(f"the monitor at {url} never got ready: {last}")
 
 
 def alive(pid: int) -> bool:
@@ -76,16 +104,20 @@ def test_up_two_wasm_workers_then_down(
     assert len(workers) == 2 and all(w["state"] == "ready" for w in workers)
     assert len({w["name"] for w in workers}) == 2
     assert any("2/2" in m for m in messages)
+    url = stack.monitor_url(settings)
+    assert url is not None and any(url in m for m in messages)
+    assert monitor_ready(url, 30)["ready"] is True
 
     rows = stack.status_programs(settings, bindir=VENV_BIN)
     assert sorted(name for name, _, _ in rows) == [
         "orchestrator",
+        "ui-monitor",
         "wasm-worker:wasm-worker-0",
         "wasm-worker:wasm-worker-1",
     ]
     assert all(state == "RUNNING" for _, state, _ in rows)
     pids = [pid for _, _, pid in rows if pid is not None]
-    assert len(pids) == 3
+    assert len(pids) == 4
     supervisord = int((Path(settings.home) / stack.PID_NAME).read_text())
 
     assert stack.down(settings, bindir=VENV_BIN, timeout=30) is True
@@ -107,6 +139,7 @@ def standin_bindir(tmp_path: Path, worker_script: str) -> Path:
         # a child in the same process group, as a real worker's helpers would be
         "wasm-engine-orchestrator": "sleep 300 &\nexec sleep 300\n",
         "wasm-engine-wasm-worker": worker_script,
+        "wasm-engine-ui-monitor": "exec sleep 300\n",
     }
     for name, body in scripts.items():
         (bindir / name).write_text("#!/bin/sh\n" + body)
@@ -161,10 +194,11 @@ def test_supervision_up_is_idempotent_and_down_leaves_nothing(
     rows = stack.status_programs(settings, bindir=bindir)
     assert [(n, s) for n, s, _ in sorted(rows)] == [
         ("orchestrator", "RUNNING"),
+        ("ui-monitor", "RUNNING"),
         ("wasm-worker:wasm-worker-0", "RUNNING"),
         ("wasm-worker:wasm-worker-1", "RUNNING"),
     ]
-    pids = [pid for _, _, pid in rows if pid is not None]
+    pids = [pid for name, _, pid in rows if pid is not None and name != "ui-monitor"]
     assert all(len(group_members(pid)) == 2 for pid in pids)  # the script and its child
 
     messages.clear()

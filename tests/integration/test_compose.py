@@ -25,8 +25,9 @@ DOCKERFILES = {
     "orchestrator": ROOT / "orchestrator" / "Dockerfile",
     "wasm-worker": ROOT / "wasm-worker" / "Dockerfile",
     "inference-worker": ROOT / "inference-worker" / "Dockerfile",
+    "ui-monitor": ROOT / "ui-monitor" / "Dockerfile",
 }
-NOT_YET = {"ui-monitor"}  # they join compose with their own issues
+NOT_YET: set[str] = set()  # services that are not in compose yet
 
 
 def tool(name: str) -> str:
@@ -100,7 +101,12 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck(service: str) -> None:
 
 
 def test_compose_runs_only_services_that_exist(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"orchestrator", "wasm-worker", "inference-worker"}
+    assert set(config["services"]) == {
+        "orchestrator",
+        "wasm-worker",
+        "inference-worker",
+        "ui-monitor",
+    }
     assert not NOT_YET & set(config["services"])
     for name, service in config["services"].items():
         assert Path(service["build"]["context"]) == ROOT
@@ -142,6 +148,12 @@ def test_endpoints_bind_in_the_orchestrator_and_connect_by_service_name(
     assert orch["WASM_ENGINE_BACK"] == "tcp://0.0.0.0:5551"
     assert orch["WASM_ENGINE_TELEMETRY"] == "tcp://0.0.0.0:5552"
     assert worker["WASM_ENGINE_BACK"] == "tcp://orchestrator:5551"
+    monitor = config["services"]["ui-monitor"]
+    assert monitor["environment"]["WASM_ENGINE_FRONT"] == "tcp://orchestrator:5550"
+    assert monitor["environment"]["WASM_ENGINE_TELEMETRY"] == "tcp://orchestrator:5552"
+    assert monitor["environment"]["WASM_ENGINE_MONITOR_HOST"] == "0.0.0.0"
+    assert [(p["host_ip"], p["target"]) for p in monitor["ports"]] == [("127.0.0.1", 8088)]
+    assert monitor["depends_on"]["orchestrator"]["condition"] == "service_healthy"
 
 
 def test_every_service_stops_gracefully_and_is_supervised(config: dict[str, Any]) -> None:

@@ -112,6 +112,9 @@ def test_every_field_has_a_wasm_engine_env_var_of_its_type() -> None:
         "WASM_ENGINE_SHM_SEGMENT": "524288",
         "WASM_ENGINE_TENSOR_INLINE_CAP": "4096",
         "WASM_ENGINE_LEASE_TTL": "2.5",
+        "WASM_ENGINE_MONITOR": "0",
+        "WASM_ENGINE_MONITOR_HOST": "0.0.0.0",
+        "WASM_ENGINE_MONITOR_PORT": "9099",
     }
     assert {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)} == set(env)
     s = from_env(env)
@@ -140,6 +143,9 @@ def test_every_field_has_a_wasm_engine_env_var_of_its_type() -> None:
         shm_segment=1 << 19,
         tensor_inline_cap=4096,
         lease_ttl=2.5,
+        monitor=False,
+        monitor_host="0.0.0.0",
+        monitor_port=9099,
     )
     assert type(s.credits) is int
     assert type(s.result_ttl) is float

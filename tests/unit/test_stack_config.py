@@ -39,29 +39,44 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def test_programs_are_the_orchestrator_and_a_pool_of_wasm_workers(tmp_path: Path) -> None:
+def test_programs_are_the_orchestrator_a_pool_of_wasm_workers_and_the_monitor(
+    tmp_path: Path,
+) -> None:
     progs = stack.programs(Settings(home=str(tmp_path), wasm_workers=3), BINDIR)
-    assert [p.name for p in progs] == ["orchestrator", "wasm-worker"]
+    assert [p.name for p in progs] == ["orchestrator", "wasm-worker", "ui-monitor"]
     assert [p.command for p in progs] == [
         [str(BINDIR / "wasm-engine-orchestrator")],
         [str(BINDIR / "wasm-engine-wasm-worker")],
+        [str(BINDIR / "wasm-engine-ui-monitor")],
     ]
-    assert [p.numprocs for p in progs] == [1, 3]
+    assert [p.numprocs for p in progs] == [1, 3, 1]
     assert progs[1].process_names == ["wasm-worker-0", "wasm-worker-1", "wasm-worker-2"]
+    assert {k for k in progs[2].env if k.startswith("WASM_ENGINE_")} == {
+        "WASM_ENGINE_" + n.upper() for n in stack.MONITOR_SETTINGS
+    }
 
 
-def test_no_worker_program_when_the_pool_is_empty(tmp_path: Path) -> None:
-    progs = stack.programs(Settings(home=str(tmp_path), wasm_workers=0), BINDIR)
+def test_no_worker_program_when_the_pool_is_empty_and_no_monitor_when_off(tmp_path: Path) -> None:
+    progs = stack.programs(Settings(home=str(tmp_path), wasm_workers=0, monitor=False), BINDIR)
     assert [p.name for p in progs] == ["orchestrator"]
+
+
+def test_monitor_url_names_a_host_a_browser_can_reach() -> None:
+    assert stack.monitor_url(Settings()) == "http://127.0.0.1:8088/"
+    assert stack.monitor_url(Settings(monitor_host="0.0.0.0", monitor_port=9)) == (
+        "http://127.0.0.1:9/"
+    )
+    assert stack.monitor_url(Settings(monitor_host="::1")) == "http://[::1]:8088/"
+    assert stack.monitor_url(Settings(monitor=False)) is None
 
 
 def test_conf_parses_into_one_orchestrator_and_numbered_workers(home: Path) -> None:
     options = parse(Settings(home=str(home), wasm_workers=2), home)
     groups = {g.name: g for g in options.process_group_configs}
-    assert set(groups) == {"orchestrator", "wasm-worker"}
+    assert set(groups) == {"orchestrator", "wasm-worker", "ui-monitor"}
     assert groups["orchestrator"].priority < groups["wasm-worker"].priority  # started first
     procs = processes(options)
-    assert set(procs) == {"orchestrator", "wasm-worker-0", "wasm-worker-1"}
+    assert set(procs) == {"orchestrator", "wasm-worker-0", "wasm-worker-1", "ui-monitor"}
     assert procs["orchestrator"].command == str(BINDIR / "wasm-engine-orchestrator")
     assert procs["wasm-worker-1"].command == str(BINDIR / "wasm-engine-wasm-worker")
 
@@ -114,8 +129,9 @@ def test_log_path_of_a_pool_needs_a_process_unless_it_has_one(home: Path) -> Non
         stack.log_path(Settings(home=str(home), wasm_workers=2), "wasm-worker")
     one = Settings(home=str(home), wasm_workers=1)
     assert stack.log_path(one, "wasm-worker").name == "wasm-worker-0.log"
+    assert stack.log_path(one, "ui-monitor").name == "ui-monitor.log"
     with pytest.raises(ValueError, match="no log for"):
-        stack.log_path(one, "ui-monitor")
+        stack.log_path(one.replace(monitor=False), "ui-monitor")
 
 
 def test_stop_and_restart_policy(home: Path) -> None:

@@ -1,0 +1,5 @@
+"""``python -m ui_monitor``: the same as ``wasm-engine-ui-monitor``."""
+
+from .main import main
+
+raise SystemExit(main())
