@@ -30,6 +30,7 @@ class Intake:
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
         self._seq = itertools.count()
+        self._gone: set[bytes] = set()  # clients seen disconnected
 
     def submit(
         self,
@@ -170,6 +171,22 @@ class Intake:
         task.waiters.append((side, peer, header.id))
         if msg.ack:
             self._ack(task, side, peer, header.id, "duplicate")
+
+    def client_gone(self, peer: bytes, now: int) -> None:
+        """A client disconnected: its tasks nobody else waits for are cancelled (a
+        streaming ``generate`` leaves its batch and frees its KV cache)."""
+        s = self.sched
+        if peer in self._gone:
+            return
+        if len(self._gone) > 10_000:
+            self._gone.clear()
+        self._gone.add(peer)
+        for task in list(s.tasks.values()):
+            mine = task.client == peer and task.side == FRONT and not task.waiters
+            if mine and task.state is not State.DONE:
+                s.counters["cancelled_client_gone"] += 1
+                s.end(task, WasmEngineError(E.TASK_CANCELLED, "its client is gone"), now)
+        s.pump(now)
 
     def cancel(self, peer: bytes, header: Header, task_id: str, now: int) -> None:
         s = self.sched

@@ -27,13 +27,16 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+import msgpack
+
 from wasm_engine import errors as E
 from wasm_engine.config import Settings
 from wasm_engine.errors import WasmEngineError
-from wasm_engine.messages import Error, TaskCancel, TaskDispatch, TaskSubmit
+from wasm_engine.messages import Error, TaskCancel, TaskDispatch
 from wasm_engine.protocol import Header, make_header
 
 from .agents import AgentStore
+from .children import Children
 from .intake import Intake
 from .membership import Membership
 from .outbox import BACK, FRONT, Outbox, Send
@@ -64,10 +67,12 @@ class Scheduler(Outbox):
         self.intake = Intake(self)
         self.submit = self.intake.submit
         self.cancel = self.intake.cancel
+        self.client_gone = self.intake.client_gone
         self.agent_put = self.intake.agent_put
         self.status = self.intake.status
         self.sessions = Sessions(self)
-        self._gone: set[bytes] = set()  # clients seen disconnected
+        self.children = Children(self)
+        self.child_submit = self.children.submit
         self.members = Membership(self)
         self.touch = self.members.touch
         self.hello = self.members.hello
@@ -164,7 +169,7 @@ class Scheduler(Outbox):
         )
 
     def requeue(self, task: Task, now: int, *, penalty: bool) -> None:
-        self.unlend(task)
+        self.children.unlend(task)
         if task.session is not None and self.sessions.lost(task, now):
             return  # its instance went with its worker
         if not penalty:
@@ -205,7 +210,7 @@ class Scheduler(Outbox):
         self.send(BACK, task.worker, header, TaskCancel(task.task_id).pack())
 
     def _finish(self, task: Task, reply: Reply, now: int, code: str | None = None) -> None:
-        self.unlend(task)
+        self.children.unlend(task)
         if task.session is not None:
             self.sessions.finished(task, now)
         task.state = State.DONE
@@ -229,72 +234,12 @@ class Scheduler(Outbox):
         for side, peer, parent in task.waiters:
             self.deliver(task, reply, side, peer, parent)
         task.waiters.clear()
-        up = task.parent_task
-        if up is not None and up.waiting_on > 0:  # a child answered: its parent may run on
-            if up.waiting_on == 1:
-                self.unlend(up)
-            else:
-                up.waiting_on -= 1
+        if task.parent_task is not None:
+            self.children.answered(task)
 
     def deliver(self, task: Task, reply: Reply, side: int, peer: bytes, parent: str) -> None:
         header = make_header(reply.type, parent=parent, trace=task.trace, sender=self.name)
         self.send(side, peer, header, reply.body, reply.blobs)
-
-    def client_gone(self, peer: bytes, now: int) -> None:
-        """A client disconnected: its tasks nobody else waits for are cancelled (a
-        streaming ``generate`` leaves its batch and frees its KV cache)."""
-        if peer in self._gone:
-            return
-        if len(self._gone) > 10_000:
-            self._gone.clear()
-        self._gone.add(peer)
-        for task in list(self.tasks.values()):
-            mine = task.client == peer and task.side == FRONT and not task.waiters
-            if mine and task.state is not State.DONE:
-                self.counters["cancelled_client_gone"] += 1
-                self.end(task, WasmEngineError(E.TASK_CANCELLED, "its client is gone"), now)
-        self.pump(now)
-
-    # ------------------------------------------------------------------ children
-    def child_submit(
-        self, worker: Worker, header: Header, body: bytes, msg: TaskSubmit, now: int
-    ) -> None:
-        """A running task asks for another (``we.spawn``, ``we.generate``…): queue it,
-        answer to the worker, and lend the parent's credit until its children answer,
-        so a worker whose tasks all wait on children still takes those children."""
-        dispatch = header.parent or ""
-        parent = self.dispatches.get(dispatch)
-        if parent is None or parent.worker != worker.peer or parent.state is not State.RUNNING:
-            err = WasmEngineError(
-                E.TASK_NOT_FOUND,
-                "a child request must name a dispatch its worker is running as parent",
-                detail={"parent": dispatch},
-            )
-            self.error(BACK, worker.peer, header.id, err, header.trace)
-            return
-        if parent.depth + 1 > self.settings.max_depth:
-            err = WasmEngineError(
-                E.TASK_TOO_DEEP,
-                f"child requests nest deeper than {self.settings.max_depth}",
-                detail={"depth": parent.depth + 1, "limit": self.settings.max_depth},
-            )
-            self.error(BACK, worker.peer, header.id, err, header.trace)
-            return
-        child = self.intake.submit(worker.peer, header, body, msg, now, BACK, parent)
-        if child is not None:
-            parent.waiting_on += 1
-            if parent.waiting_on == 1:
-                worker.lent += 1
-                self.pump(now)
-
-    def unlend(self, task: Task) -> None:
-        """``task`` waits on no child any more (answered, or it left its worker)."""
-        if task.waiting_on <= 0:
-            return
-        task.waiting_on = 0
-        worker = self.workers.get(task.worker) if task.worker is not None else None
-        if worker is not None and worker.lent > 0:
-            worker.lent -= 1
 
     # ------------------------------------------------------------------ back
     def worker_reply(
@@ -318,7 +263,8 @@ class Scheduler(Outbox):
         else:
             worker.completed += 1
             ok = header.type == "task.result"
-            self._finish(task, Reply(header.type, body, blobs, ok), now)
+            code = None if ok else _error_code(body)  # for telemetry: failures only
+            self._finish(task, Reply(header.type, body, blobs, ok), now, code)
         self.pump(now)
 
     def worker_event(self, worker: Worker, header: Header, body: bytes, blobs: list[bytes]) -> None:
@@ -344,3 +290,13 @@ class Scheduler(Outbox):
             if forgotten is not None and forgotten.dispatch_id is not None:
                 self.dispatches.pop(forgotten.dispatch_id, None)
         self.pump(now)
+
+
+def _error_code(body: bytes) -> str | None:
+    """The ``code`` of a worker's error body (read only on failures, for telemetry)."""
+    try:
+        raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception:
+        return None
+    code = raw.get("code") if isinstance(raw, dict) else None
+    return code if isinstance(code, str) else None
