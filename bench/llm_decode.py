@@ -5,8 +5,15 @@ each, (a) one after another through ``LLMEngine.generate`` (batch 1) and (b) all
 to the same engine and stepped together (continuous batched decode). Greedy batched output is
 token-for-token the batch-1 output, so both runs produce the same tokens; the bench checks that.
 Figures: aggregate tokens/s (prefill included), time to first token; ``--repeat`` alternating
-rounds, medians. Ratio ``concurrent_gain`` = batch-8 tokens/s / batch-1 tokens/s. The socket
-path (``stack_vs_inprocess``) joins when the worker service wires this engine.
+rounds, medians. Ratio ``concurrent_gain`` = batch-8 tokens/s / batch-1 tokens/s.
+
+Through the stack (a real orchestrator + inference-worker process, tokens streamed back as
+events to a ``Client``): the same 8 prompts one stream at a time, and all 8 at once.
+``stack_vs_inprocess`` = one stream's tokens/s through the stack / in-process batch 1;
+``stack_concurrent_gain`` = 8 streams / 1 stream, both through the stack. The in-process
+engine is idle while the stack runs, and the other way round.
+
+    .venv/bin/wasm-engine bench llm-decode --json [--max-tokens 64] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from typing import Any
 from inference_worker.build import build_model
 from inference_worker.device import default_threads
 from inference_worker.llm import GenerateParams, LLMEngine
+from wasm_engine import Client
 from wasm_engine.benchmark import report
+from wasm_engine.local import LocalStack
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -57,6 +66,19 @@ def run_batched(engine: LLMEngine, params: GenerateParams) -> tuple[float, list[
     )
 
 
+def stack_single(client: Client, max_tokens: int) -> tuple[float, list[str]]:
+    t0 = time.perf_counter()
+    outs = [client.generate(p, max_tokens=max_tokens)["text"] for p in PROMPTS]
+    return time.perf_counter() - t0, outs
+
+
+def stack_concurrent(client: Client, max_tokens: int) -> tuple[float, int, list[str]]:
+    t0 = time.perf_counter()
+    futures = [client.submit_generate(p, max_tokens=max_tokens) for p in PROMPTS]
+    outs = [f.result(600).output for f in futures]
+    return time.perf_counter() - t0, sum(o["tokens"] for o in outs), [o["text"] for o in outs]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -83,19 +105,41 @@ def main() -> None:
         single_tps.append(n / t_single)
         batch_tps.append(sum(len(o) for o in outs_batch) / t_batch)
         gains.append(batch_tps[-1] / single_tps[-1])
+    want = [engine.tokenizer.decode(o) for o in outs_single]
+    stack_1, stack_8 = [], []
+    models = folder.parent
+    with (
+        LocalStack(0, inference_workers=1, models=str(models), credits=8, device=a.device) as stack,
+        Client(stack.front, timeout=600) as client,
+    ):
+        stack_concurrent(client, a.max_tokens)  # warm: the worker's own widths
+        for _ in range(a.repeat):
+            t1, texts_1 = stack_single(client, a.max_tokens)
+            t8, n8, texts_8 = stack_concurrent(client, a.max_tokens)
+            stack_1.append(n / t1)
+            stack_8.append(n8 / t8)
+            same = same and texts_1 == texts_8
     figures: dict[str, Any] = {
         "tokens_per_s_batch1": round(statistics.median(single_tps), 1),
         "tokens_per_s_batch8": round(statistics.median(batch_tps), 1),
+        "stack_tokens_per_s_1_stream": round(statistics.median(stack_1), 1),
+        "stack_tokens_per_s_8_streams": round(statistics.median(stack_8), 1),
         "ttft_s_one_prompt": round(statistics.median(ttft1), 4),
         "ttft_s_last_of_8": round(ttft_last, 4),
         "tokens_per_round": n,
         "batched_equals_batch1": same,
+        "stack_text_equals_inprocess": texts_1 == [w.strip() for w in want] or texts_1 == want,
         "device": engine.device,
         "threads": a.threads or default_threads(),
         "max_tokens": a.max_tokens,
         "model": "SmolLM2-135M-Instruct int4 (GQA, shared KV buffer)",
     }
-    report("llm-decode", figures, {"concurrent_gain": round(statistics.median(gains), 2)})
+    ratios = {
+        "concurrent_gain": round(statistics.median(gains), 2),
+        "stack_vs_inprocess": round(statistics.median(stack_1) / statistics.median(single_tps), 3),
+        "stack_concurrent_gain": round(statistics.median(stack_8) / statistics.median(stack_1), 2),
+    }
+    report("llm-decode", figures, ratios)
 
 
 if __name__ == "__main__":

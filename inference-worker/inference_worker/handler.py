@@ -1,10 +1,11 @@
 """Runs ``generate`` and ``infer`` tasks: the inference worker's :class:`TaskHandler`.
 
-Each task runs on a task thread of the worker loop (``may_block``): it hands its
-request to the engine thread (:mod:`inference_worker.serving`), gives its run
-permit back while it waits (so every task in hand can join the batch), and
-answers when its future resolves. ``generate`` streams each piece of decoded
-text as a ``task.event`` (``{"text": …}``) and returns ``{"text", "tokens",
+The worker loop calls :meth:`InferenceHandler.start` on its I/O thread: the
+request goes to the engine thread (:mod:`inference_worker.serving`) and the
+answer is sent from there when it is done, so no thread waits per task and
+every request in hand can join the batch. A task's deadline is enforced by the
+orchestrator, whose ``task.cancel`` makes the request leave the engine.
+``generate`` streams each piece of decoded text as a ``task.event`` (``{"text": …}``) and returns ``{"text", "tokens",
 "finish", "prompt_tokens", "device", "model", "first_token_ms"}``. ``infer``
 takes ``{"inputs": {name: tensor value}, "device"?}`` (values: see
 :mod:`wasm_engine.tensors.values`; shm handles are read in place) and returns
@@ -15,7 +16,7 @@ leased to the task (``stats.tensors``). ``stats.device`` is where it really ran.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from wasm_engine.tensors.values import from_value, to_value
 
 from .device import CPU_OK
 from .llm import GenerateParams
+from .repository import Result
 from .serving import Server
 
 T = TypeVar("T")
@@ -66,9 +68,15 @@ class InferenceHandler:
         if rid is not None:
             self.server.cancel(rid)
 
-    def run(
-        self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit, link: Link | None = None
-    ) -> M.TaskResult:
+    def start(
+        self,
+        dispatch: M.TaskDispatch,
+        env: Envelope,
+        emit: Emit,
+        done: Callable[[M.TaskResult | BaseException], None],
+    ) -> None:
+        """Hand the task to the engine thread; ``done`` is called once, from there
+        (or at once for a request refused before it reaches the engine)."""
         if not env.blobs:
             raise WasmEngineError(E.PROTO_BAD_FIELD, "task.dispatch without the submit body blob")
         submit = M.parse("task.submit", env.blobs[0])
@@ -77,32 +85,37 @@ class InferenceHandler:
         body = submit.input if isinstance(submit.input, dict) else None
         if body is None:
             raise WasmEngineError(E.INFER_BAD_INPUT, f"{submit.kind}: input must be a map")
-        timeout = float(submit.limits.get("timeout", DEFAULT_TIMEOUT_S))
-        if env.header.deadline is not None:
-            timeout = min(timeout, max(0.0, (env.header.deadline - time.time_ns()) / 1e9))
         rid = f"{dispatch.task_id}#{dispatch.attempt}"
-        self._running[dispatch.task_id] = rid
-        try:
-            if submit.kind == "generate":
-                output = self._generate(rid, submit, body, emit, link, timeout)
-            elif submit.kind == "infer":
-                output, stats = self._infer(rid, submit, body, link, timeout)
-                return M.TaskResult(dispatch.task_id, output, stats)
-            else:
-                raise WasmEngineError(E.PROTO_BAD_FIELD, f"kind {submit.kind!r} is not served here")
-        finally:
-            self._running.pop(dispatch.task_id, None)
-        return M.TaskResult(dispatch.task_id, output, {"device": output["device"]})
+        task_id = dispatch.task_id
+        self._running[task_id] = rid
 
-    def _generate(
-        self,
-        rid: str,
-        submit: M.TaskSubmit,
-        body: dict[str, Any],
-        emit: Emit,
-        link: Link | None,
-        timeout: float,
-    ) -> dict[str, Any]:
+        def finish(outcome: M.TaskResult | BaseException) -> None:
+            self._running.pop(task_id, None)
+            done(outcome)
+
+        if submit.kind == "generate":
+            gen = self._generate(rid, body, emit)
+            gen.add_done_callback(lambda f: finish(_generated(task_id, f)))
+        elif submit.kind == "infer":
+            inf = self._infer(rid, submit, body)
+            inf.add_done_callback(lambda f: finish(self._inferred(task_id, f)))
+        else:
+            self._running.pop(task_id, None)
+            raise WasmEngineError(E.PROTO_BAD_FIELD, f"kind {submit.kind!r} is not served here")
+
+    def run(
+        self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit, link: Link | None = None
+    ) -> M.TaskResult:
+        """:meth:`start`, waited for (the worker loop uses ``start``; this is for callers
+        that want a blocking call)."""
+        answered: Future[M.TaskResult | BaseException] = Future()
+        self.start(dispatch, env, emit, answered.set_result)
+        outcome = _wait(answered, link, DEFAULT_TIMEOUT_S, self.server, "")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _generate(self, rid: str, body: dict[str, Any], emit: Emit) -> Future[dict[str, Any]]:
         prompt = body.get("messages", body.get("prompt"))
         if not isinstance(prompt, str | list) or not prompt:
             raise WasmEngineError(E.INFER_BAD_INPUT, "generate: 'prompt' or 'messages' is needed")
@@ -114,36 +127,42 @@ class InferenceHandler:
         def on_text(text: str) -> None:
             emit(packb({"text": text}))
 
-        future = self.server.generate(rid, prompt, params, policy, on_text)
-        return _wait(future, link, timeout, self.server, rid)
+        return self.server.generate(rid, prompt, params, policy, on_text)
 
-    def _infer(
-        self,
-        rid: str,
-        submit: M.TaskSubmit,
-        body: dict[str, Any],
-        link: Link | None,
-        timeout: float,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _infer(self, rid: str, submit: M.TaskSubmit, body: dict[str, Any]) -> Future[Result]:
         raw = body.get("inputs")
         if not isinstance(raw, dict) or not raw:
             raise WasmEngineError(E.INFER_BAD_INPUT, "infer: 'inputs' must be a map of tensors")
         inputs = {str(k): from_value(v, self.tensors) for k, v in raw.items()}
-        policy = body.get("device")
-        future = self.server.infer(rid, str(submit.model), inputs, policy)
-        result = _wait(future, link, timeout, self.server, rid)
-        if result.error is not None:
-            raise result.error
-        outputs, published = {}, []
-        for name, array in (result.outputs or {}).items():
-            value, ref = to_value(array, self.tensors)
-            outputs[name] = value
-            if ref is not None:
-                published.append(value)
+        return self.server.infer(rid, str(submit.model), inputs, body.get("device"))
+
+    def _inferred(self, task_id: str, future: Future[Result]) -> M.TaskResult | BaseException:
+        """Outputs under the inline threshold ride in the result; larger ones go to this
+        worker's arena, leased to the task (``stats.tensors``)."""
+        try:
+            result = future.result()
+            if result.error is not None:
+                return result.error
+            outputs, published = {}, []
+            for name, array in (result.outputs or {}).items():
+                value, ref = to_value(array, self.tensors)
+                outputs[name] = value
+                if ref is not None:
+                    published.append(value)
+        except BaseException as exc:
+            return exc
         stats: dict[str, Any] = {"device": result.device}
         if published:
-            stats["tensors"] = published  # leased to the task by the loop, before the result
-        return {"outputs": outputs, "device": result.device}, stats
+            stats["tensors"] = published
+        return M.TaskResult(task_id, {"outputs": outputs, "device": result.device}, stats)
+
+
+def _generated(task_id: str, future: Future[dict[str, Any]]) -> M.TaskResult | BaseException:
+    try:
+        out = future.result()
+    except BaseException as exc:
+        return exc
+    return M.TaskResult(task_id, out, {"device": out["device"]})
 
 
 def _wait(future: Future[T], link: Link | None, timeout: float, server: Server, rid: str) -> T:
@@ -153,7 +172,8 @@ def _wait(future: Future[T], link: Link | None, timeout: float, server: Server, 
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:
-        server.cancel(rid)
+        if rid:
+            server.cancel(rid)
         msg = f"no answer from the engine in {timeout:.1f}s"
         raise WasmEngineError(E.TASK_DEADLINE, msg) from None
     finally:

@@ -48,6 +48,7 @@ class LocalStack:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.monitor: subprocess.Popen[bytes] | None = None
         self._spawned = 0
+        self._spawned_inference = 0
 
     @property
     def front(self) -> str:
@@ -87,6 +88,14 @@ class LocalStack:
         self.workers.append(proc)
         return proc
 
+    def add_inference_worker(self, **extra: str) -> subprocess.Popen[bytes]:
+        """An inference worker serving ``settings.models`` (it loads and warms them first)."""
+        self._spawned_inference += 1
+        name = f"inference-worker-{self._spawned_inference}"
+        proc = self._spawn("inference_worker", name, WASM_ENGINE_WORKER_NAME=name, **extra)
+        self.workers.append(proc)
+        return proc
+
     def start_monitor(self, port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
         """A ui-monitor watching this stack, serving on ``host:port`` (not waited for)."""
         self.monitor = self._spawn(
@@ -101,7 +110,9 @@ class LocalStack:
         self.start_orchestrator()
         for _ in range(self.settings.wasm_workers):
             self.add_worker()
-        self.wait_ready(self.settings.wasm_workers, timeout)
+        for _ in range(self.settings.inference_workers):
+            self.add_inference_worker()
+        self.wait_ready(self.settings.wasm_workers + self.settings.inference_workers, timeout)
         return self
 
     def wait_ready(self, workers: int, timeout: float = 30.0) -> dict[str, Any]:

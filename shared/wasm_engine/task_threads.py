@@ -56,6 +56,16 @@ class TaskThreads:
         self._pool.submit(self._run, job)
         return True
 
+    def begin(self) -> None:
+        """A task started elsewhere (a handler's own engine thread): counted as running."""
+        with self._lock:
+            self.running += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.running -= 1
+        self.wake()
+
     def _run(self, job: Callable[[], None]) -> None:
         try:
             job()

@@ -34,6 +34,7 @@ import zmq
 from . import errors as E
 from . import messages as M
 from . import transport
+from .answers import answer
 from .children import ChildReply
 from .codec import packb
 from .config import Settings
@@ -90,6 +91,7 @@ class WorkerLoop:
         self._seq = 0
         # threads are made only as tasks need them; a parent waiting on children holds one
         self.threads = TaskThreads(self.name, settings.concurrency, MAX_TASK_THREADS)
+        self._async = callable(getattr(handler, "start", None))  # runs tasks by callback
         # the worker's plane: given (shared with the handler), or made in run(); closed at stop
         self.tensors: TensorPlane | None = tensors
 
@@ -226,7 +228,7 @@ class WorkerLoop:
     def _start(self, dispatch: M.TaskDispatch, env: Envelope) -> bool:
         """Run the task now (inline, or on a task thread); False if no permit is free."""
         threads = self.threads
-        if threads.concurrency == 1 and not self.handler.may_block(dispatch):
+        if not self._async and threads.concurrency == 1 and not self.handler.may_block(dispatch):
             if threads.running:  # a thread may be computing: take the one permit
                 if not threads.permits.acquire(blocking=False):
                     return False
@@ -236,6 +238,9 @@ class WorkerLoop:
                     threads.permits.release()
             else:
                 self._inline(dispatch, env)
+            return True
+        if self._async:
+            self._start_async(dispatch, env)
             return True
         return threads.start(lambda: self._threaded(dispatch, env))
 
@@ -249,7 +254,8 @@ class WorkerLoop:
             self._busy, self._running = 0, None
         self._reply(env, type_, body)
 
-    def _threaded(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+    def _emitter(self, dispatch: M.TaskDispatch, env: Envelope) -> Emit:
+        """A task's ``emit`` callable from any thread: each call one ``task.event``."""
         seq = iter(range(1 << 62))
         header = env.header
 
@@ -258,7 +264,11 @@ class WorkerLoop:
             h = make_header("task.event", parent=header.id, trace=header.trace, sender=self.name)
             self.threads.send(encode(h, b"\x83" + head[1:] + b"\xa4data" + data, ()))
 
-        type_, body = self._execute(dispatch, env, emit, True)
+        return emit
+
+    def _threaded(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        header = env.header
+        type_, body = self._execute(dispatch, env, self._emitter(dispatch, env), True)
         h = make_header(type_, parent=header.id, trace=header.trace, sender=self.name)
         self.threads.send(encode(h, body, ()))
 
@@ -358,36 +368,49 @@ class WorkerLoop:
     ) -> tuple[str, bytes]:
         """Run one task: the type and body of its answer (a result or an error)."""
         t0 = time.perf_counter_ns()
+        outcome: M.TaskResult | BaseException
         try:
-            link = self.threads if threaded else None
-            result = self.handler.run(dispatch, env, emit, link)
-            stats = result.stats
-            for lease in process.task_leases(stats, dispatch.task_id):  # ahead of the result
-                head = make_header("shm.lease", sender=self.name)
-                if threaded:
-                    self.threads.send(encode(head, lease, ()))
-                else:
-                    self._send(head, lease)
-            stats["run_us"] = (time.perf_counter_ns() - t0) // 1000
-            stats["queue_us"] = dispatch.queued_us
-            stats["attempts"] = dispatch.attempt
-            stats["worker"] = self.name
-            stats["device"] = self.handler.device
-            return "task.result", result.pack()
-        except WasmEngineError as err:
-            err.detail.setdefault("worker", self.name)
-            return "error", M.Error(**err.to_body()).pack()
-        except Exception as exc:  # a handler bug fails the task, not the worker
-            log.exception("task %s failed", dispatch.task_id)
-            bug = WasmEngineError(
-                E.INTERNAL, f"{type(exc).__name__}: {exc}", detail={"worker": self.name}
-            )
-            return "error", M.Error(**bug.to_body()).pack()
-        finally:
-            self.completed += 1
-            took = (time.perf_counter_ns() - t0) / 1000
-            key = dispatch.agent or ""
-            self.usual_us[key] = 0.8 * self.usual_us.get(key, took) + 0.2 * took
+            outcome = self.handler.run(dispatch, env, emit, self.threads if threaded else None)
+        except Exception as exc:  # typed or a handler bug: the task fails, not the worker
+            outcome = exc
+        type_, body, leases = answer(outcome, dispatch, t0, self.name, self.handler.device)
+        for lease in leases:  # ahead of the result, on the same channel
+            head = make_header("shm.lease", sender=self.name)
+            if threaded:
+                self.threads.send(encode(head, lease, ()))
+            else:
+                self._send(head, lease)
+        self._ran(dispatch, t0)
+        return type_, body
+
+    def _ran(self, dispatch: M.TaskDispatch, t0: int) -> None:
+        self.completed += 1
+        took = (time.perf_counter_ns() - t0) / 1000
+        key = dispatch.agent or ""
+        self.usual_us[key] = 0.8 * self.usual_us.get(key, took) + 0.2 * took
+
+    def _start_async(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
+        """A handler with ``start`` runs the task elsewhere (an engine thread) and calls
+        back once: no task thread, no permit; the answer goes out from any thread."""
+        t0, header, threads = time.perf_counter_ns(), env.header, self.threads
+        threads.begin()
+        emit = self._emitter(dispatch, env)
+
+        def done(outcome: M.TaskResult | BaseException) -> None:
+            try:
+                type_, body, leases = answer(outcome, dispatch, t0, self.name, self.handler.device)
+                for lease in leases:
+                    threads.send(encode(make_header("shm.lease", sender=self.name), lease, ()))
+                h = make_header(type_, parent=header.id, trace=header.trace, sender=self.name)
+                threads.send(encode(h, body, ()))
+                self._ran(dispatch, t0)
+            finally:
+                threads.end()
+
+        try:
+            self.handler.start(dispatch, env, emit, done)  # type: ignore[attr-defined]
+        except Exception as exc:  # refused at once
+            done(exc)
 
     def _emit(self, data: bytes) -> None:
         """The running task's next ``task.event``, sent now (with what was held)."""
