@@ -155,3 +155,22 @@ def test_a_client_gone_mid_stream_leaves_the_batch(stack: Settings, server: Serv
         time.sleep(0.05)
     with Client(stack.front, timeout=30) as again:
         assert again.status()["counters"]["cancelled_client_gone"] == 1
+
+
+def test_the_generate_command(stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI the issue names: Paris on CPU, require_gpu refused, the same seed twice."""
+    import json
+
+    from wasm_engine import cli
+
+    front = ["--front", stack.front]
+    assert cli.main(["generate", QUESTION, "--max-tokens", "16", "--json", *front]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "Paris" in out["text"] and out["device"] == "cpu"
+    assert cli.main(["generate", QUESTION, "--device", "require_gpu", *front]) == 1
+    sampled = ["--temperature", "0.9", "--seed", "11", "--max-tokens", "20", "--json", *front]
+    texts = []
+    for _ in range(2):
+        assert cli.main(["generate", "Tell me about cats.", *sampled]) == 0
+        texts.append(json.loads(capsys.readouterr().out)["text"])
+    assert texts[0] == texts[1] and texts[0]
