@@ -9,10 +9,12 @@
    per-task time through the stack / per-task time bare (lower is better; the
    two alternate for ``--repeat`` rounds and the ratio is the median of the
    rounds' ratios).
-2. ``scaling_2_workers``: a CPU-bound task (textstats on 1 MB, ~10 ms of guest
-   time) through a stack with 1 vs 2 wasm-workers: throughput ratio; and
+2. ``scaling_2_workers``: a CPU-bound task (the spin agent, ~10 ms of guest code on
+   a 9-byte input) through a stack with 1 vs 2 wasm-workers: throughput ratio; and
    ``scaling_concurrency_2``: one worker computing 2 tasks at once on threads
-   (``--concurrency 2``) vs 1.
+   (``--concurrency 2``) vs 1. The same for textstats on 1 MB of text
+   (``scaling_2_workers_textstats_1mb``), where moving 1 MB through three
+   processes per task also takes CPU from the 2 cores.
 3. ``wasm_vs_python``: textstats in wasm (in-process, fresh instance) vs the same
    algorithm in Python (``re`` + ``Counter``): time ratio (higher: wasm faster).
 
@@ -39,6 +41,7 @@ from wasm_worker.runtime import Limits, WasmRuntime
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "agents" / "build" / "textstats.wasm"
 FUEL = 50_000_000_000
+SPIN_N = 12_000_000  # iterations of the spin agent: ~10 ms of guest code
 
 
 class Bare:
@@ -78,19 +81,25 @@ def per_task_stack(client: Client, agent: Any, chunks: list[bytes], window: int)
     return (time.perf_counter() - t0) / len(chunks)
 
 
-def stack_rate(workers: int, data: bytes, tasks: int, repeat: int, concurrency: int = 1) -> float:
+def stack_rates(
+    workers: int, jobs: dict[str, tuple[bytes, Any]], tasks: int, repeat: int, concurrency: int = 1
+) -> dict[str, float]:
+    """Tasks/s of each job (agent module, input) through one stack, medians of rounds."""
+    out: dict[str, list[float]] = {name: [] for name in jobs}
     with (
         LocalStack(workers, concurrency=concurrency) as stack,
         Client(stack.front, timeout=600) as client,
     ):
-        agent = client.put_agent(AGENT, name="textstats")
-        client.run_many(agent, [data] * (2 * workers), window=16, fuel=FUEL)  # warm
-        rates = []
+        agents = {name: client.put_agent(wasm, name=name) for name, (wasm, _) in jobs.items()}
+        window = 4 * workers * concurrency
+        for name, (_, data) in jobs.items():  # warm: modules compiled on every worker
+            client.run_many(agents[name], [data] * window, window=window, fuel=FUEL)
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            client.run_many(agent, [data] * tasks, window=4 * workers * concurrency, fuel=FUEL)
-            rates.append(tasks / (time.perf_counter() - t0))
-        return statistics.median(rates)
+            for name, (_, data) in jobs.items():
+                t0 = time.perf_counter()
+                client.run_many(agents[name], [data] * tasks, window=window, fuel=FUEL)
+                out[name].append(tasks / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in out.items()}
 
 
 def main() -> None:
@@ -99,7 +108,7 @@ def main() -> None:
     ap.add_argument("--chunk-kb", type=int, default=16)
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--cpu-tasks", type=int, default=60, help="1 MB tasks per round, part 2")
+    ap.add_argument("--cpu-tasks", type=int, default=60, help="CPU-bound tasks per round, part 2")
     a = ap.parse_args()
     wasm = AGENT.read_bytes()
     text = corpus(a.tasks * a.chunk_kb * 1000 // 8 + 1_000_000)
@@ -121,9 +130,11 @@ def main() -> None:
             stack_s.append(per_task_stack(client, agent, chunks, a.window))
             ratios.append(stack_s[-1] / bare_s[-1])
 
-    one = stack_rate(1, big, a.cpu_tasks, a.repeat)
-    two = stack_rate(2, big, a.cpu_tasks, a.repeat)
-    threads = stack_rate(1, big, a.cpu_tasks, a.repeat, concurrency=2)
+    spin = bytes(wasmtime.wat2wasm((ROOT / "agents" / "wat" / "spin.wat").read_text()))
+    jobs = {"spin": (spin, SPIN_N), "textstats": (wasm, big)}
+    one = stack_rates(1, jobs, a.cpu_tasks, a.repeat)
+    two = stack_rates(2, jobs, a.cpu_tasks, a.repeat)
+    threads = stack_rates(1, jobs, a.cpu_tasks, a.repeat, concurrency=2)
 
     rt = WasmRuntime()
     try:
@@ -150,17 +161,21 @@ def main() -> None:
         "repeat": a.repeat,
         "bare_us_per_task": round(statistics.median(bare_s) * 1e6, 1),
         "stack_us_per_task": round(statistics.median(stack_s) * 1e6, 1),
-        "cpu_task_bytes": len(big),
-        "cpu_1_worker_tasks_per_s": round(one, 2),
-        "cpu_2_workers_tasks_per_s": round(two, 2),
-        "cpu_1_worker_concurrency_2_tasks_per_s": round(threads, 2),
+        "cpu_task": f"spin agent, {SPIN_N:,} iterations (pure guest compute, 9-byte input)",
+        "cpu_1_worker_tasks_per_s": round(one["spin"], 2),
+        "cpu_2_workers_tasks_per_s": round(two["spin"], 2),
+        "cpu_1_worker_concurrency_2_tasks_per_s": round(threads["spin"], 2),
+        "textstats_1mb_1_worker_tasks_per_s": round(one["textstats"], 2),
+        "textstats_1mb_2_workers_tasks_per_s": round(two["textstats"], 2),
+        "textstats_1mb_concurrency_2_tasks_per_s": round(threads["textstats"], 2),
         "wasm_1mb_ms": round(statistics.median(wasm_runs) * 1e3, 2),
         "python_1mb_ms": round(statistics.median(py_runs) * 1e3, 2),
     }
     result = {
         "stack_cost_vs_bare": round(statistics.median(ratios), 3),
-        "scaling_2_workers": round(two / one, 3),
-        "scaling_concurrency_2": round(threads / one, 3),
+        "scaling_2_workers": round(two["spin"] / one["spin"], 3),
+        "scaling_concurrency_2": round(threads["spin"] / one["spin"], 3),
+        "scaling_2_workers_textstats_1mb": round(two["textstats"] / one["textstats"], 3),
         "wasm_vs_python": round(statistics.median(py_runs) / statistics.median(wasm_runs), 2),
     }
     report("wasm-overhead", figures, result)

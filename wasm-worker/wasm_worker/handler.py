@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,7 @@ class WasmHandler:
         self.modules: dict[str, tuple[bytes, bytes | None]] = {}  # received, not compiled yet
         self.manifests: dict[str, Manifest] = {}
         self.refused: dict[str, WasmEngineError] = {}  # digest -> why it did not load
+        self._loading = threading.Lock()
         # (digest, session) -> the slot holding that session's instance
         self.sessions: dict[tuple[str, str], capi.Slot] = {}
 
@@ -183,6 +185,13 @@ class WasmHandler:
         )
 
     def _agent(self, digest: str) -> tuple[Agent, WorkerLimits]:
+        found = self.agents.get(digest)
+        if found is not None:
+            return found
+        with self._loading:  # task threads: one loads, the others wait for it
+            return self._load(digest)
+
+    def _load(self, digest: str) -> tuple[Agent, WorkerLimits]:
         found = self.agents.get(digest)
         if found is not None:
             return found
