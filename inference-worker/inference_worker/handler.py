@@ -5,8 +5,9 @@ request goes to the engine thread (:mod:`inference_worker.serving`) and the
 answer is sent from there when it is done, so no thread waits per task and
 every request in hand can join the batch. A task's deadline is enforced by the
 orchestrator, whose ``task.cancel`` makes the request leave the engine.
-``generate`` streams each piece of decoded text as a ``task.event`` (``{"text": …}``) and returns ``{"text", "tokens",
-"finish", "prompt_tokens", "device", "model", "first_token_ms"}``. ``infer``
+``generate`` streams each piece of decoded text as a ``task.event``
+(``{"text": …}``) and returns ``{"text", "tokens", "finish", "prompt_tokens",
+"device", "model", "first_token_ms"}``. ``infer``
 takes ``{"inputs": {name: tensor value}, "device"?}`` (values: see
 :mod:`wasm_engine.tensors.values`; shm handles are read in place) and returns
 ``{"outputs": {name: tensor value}, "device"}``: outputs under the inline
