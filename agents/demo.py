@@ -9,7 +9,10 @@ outputs, then hands the merged statistics to ``summarize``, which asks the LLM
 about. Every step is an agent task the orchestrator schedules, and every task
 carries the planner's trace id: the demo listens to the orchestrator's
 telemetry and prints each step's timings from it. The word count is checked
-against Python's. A burst of no-op tasks then shows the per-task overhead.
+against Python's. Then bulk data goes through shared memory: the docs as a
+4 MiB float32 tensor, summed by the ``tensor_ops`` agent from its handle, and a
+tensor the agent publishes, read here in place. A burst of no-op tasks then
+shows the per-task overhead.
 
 ``make demo`` builds the LLM once (``wasm-engine models build smollm2``, cached)
 and starts one inference worker; with ``--no-llm`` the LLM step is skipped, and
@@ -35,7 +38,7 @@ import zmq
 from wasm_engine import Client
 from wasm_engine import messages as M
 from wasm_engine.benchmark import percentile
-from wasm_engine.config import from_env
+from wasm_engine.config import Settings, from_env
 from wasm_engine.envelope import decode
 from wasm_engine.stack import monitor_url
 
@@ -136,6 +139,41 @@ def llm_ready(client: Client) -> bool:
     return any("smollm2" in w["capabilities"] for w in client.status()["workers"])
 
 
+def tensor_step(client: Client, settings: Settings, text: str) -> None:
+    """Bulk data through shared memory: the docs as a float32 signal in a slot of our
+    own arena, summed by the ``tensor_ops`` agent through ``we.tensor_read`` (only the
+    handle crosses the sockets), then a tensor the agent publishes, read here in place."""
+    import numpy as np
+
+    from wasm_engine.tensors import TensorRef, process
+
+    signal = np.frombuffer(text.encode() * 12, np.uint8).astype(np.float32) / 255.0
+    plane = process.plane_for(settings.replace(shm_arena=64 << 20), f"demo-{os.getpid()}")
+    try:
+        ops = client.put_agent(BUILD / "tensor_ops.wasm", name="tensor_ops")
+        t0 = time.perf_counter()
+        ref = plane.publish(signal, [], in_shm=True)
+        summed = client.run(ops, {"op": "sum", "ref": ref.to_wire()})
+        t_sum = time.perf_counter() - t0
+        want = float(signal.sum(dtype=np.float64))
+        plane.release(ref)
+        t0 = time.perf_counter()
+        made = client.run(ops, {"op": "publish", "n": 262_144, "scale": 0.5})
+        view = plane.open(TensorRef.from_wire(made.output["refs"][0]))
+        ok = bool(view[-1] == 262_143 * 0.5)
+        del view
+        client.release_tensors(made)
+        t_pub = time.perf_counter() - t0
+        print(f"\ntensors through shared memory: {signal.nbytes / 2**20:.1f} MiB summed by a wasm "
+              f"agent in {t_sum * 1000:.1f} ms ({summed.output['sum']:.1f}, numpy "
+              f"{want:.1f}); a 1 MiB tensor it published read here in place in "
+              f"{t_pub * 1000:.1f} ms ({'ok' if ok else 'WRONG'})")  # fmt: skip
+        if abs(summed.output["sum"] - want) > 1e-6 * abs(want) or not ok:
+            raise SystemExit("the shared-memory tensor step gave a wrong answer")
+    finally:
+        plane.close()
+
+
 def noop_burst(client: Client) -> None:
     """The per-task overhead: a burst of no-op tasks, then latency one at a time."""
     noop = client.put_agent(WAT / "noop.wat", reuse=True)
@@ -154,8 +192,9 @@ def noop_burst(client: Client) -> None:
     print(f"stack: {dict(workers)} workers; counters {client.status()['counters']}")
 
 
-def workflow(front: str, telemetry: str) -> None:
-    trace = Trace(telemetry)
+def workflow(settings: Settings) -> None:
+    front = settings.front
+    trace = Trace(settings.telemetry)
     try:
         with Client(front, timeout=300) as client:
             planner, names = put_agents(client)
@@ -198,6 +237,7 @@ def workflow(front: str, telemetry: str) -> None:
             if stats["words"] != words:
                 raise SystemExit("word count differs from Python's")
 
+            tensor_step(client, settings, text)
             noop_burst(client)
     finally:
         trace.close()
@@ -217,7 +257,7 @@ def main() -> int:
     settings = from_env()
     wasm_engine("up")
     try:
-        workflow(settings.front, settings.telemetry)
+        workflow(settings)
     finally:
         if a.keep:
             url = monitor_url(settings) or "off"

@@ -56,7 +56,8 @@ def test_metrics_and_api_cover_tasks_queues_workers_shm_and_inference(
 
     families = until("the monitor to count 201 tasks", counted)
     ok = [v for n, lb, v in families["wasm_engine_tasks"] if lb.get("outcome") == "ok"]
-    assert n_of(families, "wasm_engine_tasks_total", outcome="failed", code="worker error") == 1
+    # the worker's own code reaches telemetry (the orchestrator reads error bodies' code)
+    assert n_of(families, "wasm_engine_tasks_total", outcome="failed", code="wasm.out_of_fuel") == 1
     assert sum(ok) >= 200
     for family in (
         "wasm_engine_queue_depth",
