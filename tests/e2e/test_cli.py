@@ -101,6 +101,12 @@ def test_cli_up_run_status_logs_down(tmp_path: Path) -> None:
         assert err["code"] == "wasm.out_of_fuel"
         unknown = cli("run", "no-such-agent", check=False)
         assert unknown.returncode == 1
+        # a workflow from the CLI: agents stored by name, the planner spawns them by name
+        for name in ("textstats", "reduce_stats", "planner"):
+            cli("agents", "add", f"agents/build/{name}.wasm")
+        job = '{"agent": "textstats", "inputs": ["a b", "b c"], "reduce": "reduce_stats"}'
+        plan = json.loads(cli("run", "planner", "--input", job, "--json").stdout)
+        assert plan["output"]["children"] == 3 and plan["output"]["result"]["words"] == 4
         # workers keep compiled modules on disk under $WASM_ENGINE_HOME/cache
         assert list((tmp_path / "home" / "cache").glob("*.cwasm"))
 
