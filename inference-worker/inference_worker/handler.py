@@ -94,15 +94,19 @@ class InferenceHandler:
             self._running.pop(task_id, None)
             done(outcome)
 
-        if submit.kind == "generate":
-            gen = self._generate(rid, body, emit)
-            gen.add_done_callback(lambda f: finish(_generated(task_id, f)))
-        elif submit.kind == "infer":
-            inf = self._infer(rid, submit, body)
-            inf.add_done_callback(lambda f: finish(self._inferred(task_id, f)))
-        else:
+        try:
+            if submit.kind == "generate":
+                gen = self._generate(rid, body, emit)
+                gen.add_done_callback(lambda f: finish(_generated(task_id, f)))
+            elif submit.kind == "infer":
+                inf = self._infer(rid, submit, body)
+                inf.add_done_callback(lambda f: finish(self._inferred(task_id, f)))
+            else:
+                msg = f"kind {submit.kind!r} is not served here"
+                raise WasmEngineError(E.PROTO_BAD_FIELD, msg)
+        except BaseException:  # refused before the engine saw it: nothing to cancel later
             self._running.pop(task_id, None)
-            raise WasmEngineError(E.PROTO_BAD_FIELD, f"kind {submit.kind!r} is not served here")
+            raise
 
     def run(
         self, dispatch: M.TaskDispatch, env: Envelope, emit: Emit, link: Link | None = None

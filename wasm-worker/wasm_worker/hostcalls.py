@@ -64,8 +64,6 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
 }
 #: host calls that may block the calling task (it then runs on a task thread)
 BLOCKING = frozenset({"spawn", "send", "generate", "infer", "wait"})
-#: host calls of the design that this build refuses (``wasm.capability_denied``)
-NOT_YET: tuple[str, ...] = ()
 EMIT_COUNT_SPENT, EMIT_BYTES_SPENT = -1, -2  # we.emit's answers once a budget is spent
 
 _MASK32 = 0xFFFFFFFF
@@ -79,16 +77,10 @@ _VAL = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
 def check_imports(module: wasmtime.Module, digest: str) -> set[str]:
     """Refuse a module importing anything but the host calls; the names it imports."""
     names = [(i.module, i.name or "", i.type) for i in module.imports]
-    known = {*SIGNATURES, *NOT_YET}
-    unknown = [f"{m}.{n}" for m, n, _ in names if m != "we" or n not in known]
+    unknown = [f"{m}.{n}" for m, n, _ in names if m != "we" or n not in SIGNATURES]
     if unknown:
         msg = f"unknown import(s) {', '.join(unknown)}: only we.{', we.'.join(SIGNATURES)} exist"
         raise _err(E.WASM_BAD_MODULE, msg, digest=digest, imports=unknown)
-    denied = [f"we.{n}" for _, n, _ in names if n in NOT_YET]
-    if denied:
-        msg = f"{', '.join(denied)}: not available in this build yet"
-        msg += ": lands with orchestrator host calls"
-        raise _err(E.WASM_CAPABILITY_DENIED, msg, digest=digest, imports=denied)
     for _, name, ty in names:
         want = SIGNATURES[name]
         sig = _sig(ty) if isinstance(ty, wasmtime.FuncType) else None
