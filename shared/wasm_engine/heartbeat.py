@@ -42,6 +42,7 @@ class LoopView(Protocol):
     identity: bytes  # routing id of the task channel; changes on reconnect
     name: str
     ctrl_waiting: bool
+    registered: bool  # the orchestrator welcomed the current hello
 
     def inflight(self) -> int: ...
 
@@ -64,13 +65,17 @@ class HeartbeatThread(threading.Thread):
         ctrl.connect(self.loop.ctrl_endpoint)
         sock = transport.dealer(ctx, self.loop.settings.back)
         next_beat = 0.0
+        hold_until = time.monotonic() + self.interval  # the first beat waits for the welcome
         try:
             while not self.halt.is_set():
                 now = time.monotonic()
-                if now >= next_beat:
+                if now >= next_beat and (self.loop.registered or now >= hold_until):
+                    # (a beat sent before the hello arrived would be answered worker.unknown
+                    # and counted as an error: it travels on another socket and can overtake it)
                     self._beat(sock)
                     next_beat = now + self.interval
-                if sock.poll(max(1, int((next_beat - time.monotonic()) * 1000)), zmq.POLLIN):
+                due = next_beat if self.loop.registered else max(next_beat, now + 0.01)
+                if sock.poll(max(1, int((due - time.monotonic()) * 1000)), zmq.POLLIN):
                     self._answer(sock, ctrl)
                 if self.live.expired(time.monotonic_ns()):
                     # Paranoid Pirate: fresh sockets now, and keep beating on them; the

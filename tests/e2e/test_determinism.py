@@ -42,3 +42,5 @@ def test_same_seed_same_bytes_and_fuel_on_every_worker(
         assert len({msgpack.packb(p.output) for p in plans}) == 1
         assert len({p.stats["fuel_used"] for p in plans}) == 1
         assert len({p.stats["worker"] for p in plans}) >= 1
+        # and the start was clean: no heartbeat overtook its worker's hello (worker.unknown)
+        assert "error:worker.unknown" not in client.status()["counters"]
