@@ -55,7 +55,7 @@ class Intake:
             err = WasmEngineError(E.TASK_DEADLINE, "deadline already passed")
             s.error(side, peer, header.id, err, header.trace)
             return None
-        agent = None
+        agent = name = None
         if msg.kind == "wasm":
             stored = s.agents.find(msg.agent or "")
             if stored is None:
@@ -66,7 +66,7 @@ class Intake:
                 )
                 s.error(side, peer, header.id, err, header.trace)
                 return None
-            agent = stored.digest
+            agent, name = stored.digest, stored.name
         elif not s.workers.serving(str(msg.model)):
             err = WasmEngineError(
                 E.INFER_MODEL_MISSING,
@@ -135,6 +135,7 @@ class Intake:
             parent_task=parent.task_id if parent is not None else None,
             kind=task.kind,
             agent=agent,
+            name=name or None,
             model=msg.model,
         )
         if msg.ack:

@@ -120,6 +120,7 @@ def test_telemetry_events_follow_a_task_and_a_worker(h: Harness) -> None:
         "parent_task": None,
         "kind": "wasm",
         "agent": queued["agent"],
+        "name": "agent",  # the manifest's name, for people reading traces
         "model": None,
     }
     assert queued["agent"].startswith("sha256:")

@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: event fields copied onto a node when present (the inference and kind fields land later)
-_NODE_FIELDS = ("kind", "agent", "model", "queue", "priority", "device", "batch", "fallback")
+_NODE_FIELDS = (
+    "kind",
+    "agent",
+    "name",
+    "model",
+    "queue",
+    "priority",
+    "device",
+    "batch",
+    "fallback",
+)
 
 
 @dataclass
@@ -86,7 +96,9 @@ class Trace:
             "tasks": len(self.nodes),
             "failed": failed,
             "state": ("failed" if failed else "ok") if done else "running",
-            "root": root.info.get("agent") or root.info.get("queue") if root else None,
+            "root": (root.info.get("name") or root.info.get("agent") or root.info.get("queue"))
+            if root
+            else None,
             "start_ns": self.first_t,
             "duration_ms": round((self.last_t - self.first_t) / 1e6, 3),
         }

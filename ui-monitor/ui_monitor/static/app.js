@@ -204,7 +204,7 @@ function renderTree(tr) {
   box.replaceChildren(
     el("div", { class: "muted" }, `${tr.tasks} task(s) · ${tr.state} · ${fmtNum(tr.duration_ms, 2)} ms · ${tr.handles.length} tensor handle(s)`),
     ...rows.map(([n, depth]) => {
-      const label = [n.kind, n.agent ? String(n.agent).slice(0, 19) : null, n.model, n.queue].filter(Boolean)[0] || "";
+      const label = [n.name, n.kind, n.agent ? String(n.agent).slice(0, 19) : null, n.model, n.queue].filter(Boolean)[0] || "";
       const lane = el("div", { class: "lane" });
       const start = n.dispatched_ms ?? n.done_ms ?? end;
       lane.append(el("div", { class: "wait", style: `left:${pct(n.queued_ms)};width:${pct(start - (n.queued_ms || 0))}` }));
