@@ -35,20 +35,21 @@ def chromium_or_skip() -> None:
 
 
 def workload(front: str, stop: threading.Event, errors: list[BaseException]) -> None:
-    """Until ``stop``: map/reduce workflows of the C agents (one trace each), bursts of no-op
-    tasks, and now and then a task that runs out of fuel."""
+    """Until ``stop``: planner workflows of the C agents (the planner spawns a textstats per
+    chunk and a reduce_stats: one trace, a tree of 10 tasks), bursts of no-op tasks, and now
+    and then a task that runs out of fuel."""
     try:
         with Client(front, timeout=60) as client:
-            textstats = client.put_agent(ROOT / "agents" / "build" / "textstats.wasm")
-            reduce_stats = client.put_agent(ROOT / "agents" / "build" / "reduce_stats.wasm")
+            build = ROOT / "agents" / "build"
+            for name in ("textstats", "reduce_stats"):
+                client.put_agent(build / f"{name}.wasm", name=name)
+            planner = client.put_agent(build / "planner.wasm", name="planner")
             noop = client.put_agent(wasm("noop"), name="noop")
             loop = client.put_agent(wasm("loop"), name="loop")
+            job = {"agent": "textstats", "inputs": CHUNKS, "reduce": "reduce_stats"}
             n = 0
             while not stop.is_set():
-                trace = f"workflow-{n}"
-                parts = [client.submit(textstats, c, trace=trace) for c in CHUNKS]
-                outputs = [p.result(60).output for p in parts]
-                client.run(reduce_stats, outputs, trace=trace)
+                client.run(planner, job, task_id=f"workflow-{n}")  # its trace: its task id
                 client.run_many(noop, range(200 + 100 * (n % 4)), window=32)
                 if n % 3 == 0:
                     client.submit(loop, None, fuel=20_000, trace=f"out-of-fuel-{n}")
@@ -104,12 +105,13 @@ def test_page_shows_workers_live_throughput_and_a_trace(
             trace_id = row.get_attribute("data-trace")
             row.click()
             page.wait_for_function(
-                "document.querySelectorAll('#trace-view .trace-node').length === 9",
+                "document.querySelectorAll('#trace-view .trace-node').length === 10",
                 timeout=30_000,
             )
             assert page.locator("#trace-id").inner_text() == trace_id
             view = page.locator("#trace-view").inner_text()
-            assert "9 task(s)" in view and "@wasm-worker-" in view
+            assert "10 task(s)" in view and "@wasm-worker-" in view
+            assert "planner" in view and "textstats" in view  # steps by their agents' names
             page.wait_for_function(  # the out-of-fuel task lands in the errors panel
                 "document.querySelector('#errors tbody td.bad') !== null", timeout=30_000
             )
