@@ -1,6 +1,7 @@
 """The host calls of agent ABI v1, module ``we``: ``log``, ``emit``, ``now``, ``random``,
-the child requests ``spawn``, ``send``, ``generate``, ``infer`` + ``wait``, and the
-tensor calls ``tensor_read`` / ``tensor_publish`` (defined in :mod:`.tensorcalls`).
+the child requests ``spawn``, ``send``, ``generate``, ``infer`` + ``wait`` (defined in
+:mod:`.childcalls`) and the tensor calls ``tensor_read`` / ``tensor_publish`` (in
+:mod:`.tensorcalls`).
 
 They are defined once on the runtime's linker through wasmtime's C API
 (``wasmtime_linker_define_func_unchecked`` with ctypes callbacks); a module that
@@ -40,7 +41,7 @@ import wasmtime
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.tasks import Calls, Emit
-from wasm_worker import capi, tensorcalls
+from wasm_worker import capi, childcalls, tensorcalls
 
 if TYPE_CHECKING:
     from wasm_engine.tensors import TensorPlane, TensorRef
@@ -55,15 +56,10 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
     "emit": (["i32", "i32"], ["i32"]),
     "now": ([], ["i64"]),
     "random": (["i32", "i32"], []),
-    "spawn": (["i32", "i32"], ["i32"]),
-    "send": (["i32", "i32"], ["i32"]),
-    "generate": (["i32", "i32"], ["i32"]),
-    "infer": (["i32", "i32"], ["i32"]),
-    "wait": (["i32"], ["i64"]),
+    **childcalls.SIGNATURES,
     **tensorcalls.SIGNATURES,
 }
-#: host calls that may block the calling task (it then runs on a task thread)
-BLOCKING = frozenset({"spawn", "send", "generate", "infer", "wait"})
+BLOCKING = childcalls.BLOCKING  # calls that may block the calling task (see childcalls)
 EMIT_COUNT_SPENT, EMIT_BYTES_SPENT = -1, -2  # we.emit's answers once a budget is spent
 
 _MASK32 = 0xFFFFFFFF
@@ -251,43 +247,12 @@ def _random(t: TaskHost, caller: int, ctx: int, args: int) -> None:
     ctypes.memmove(at, t.random(n), n)
 
 
-def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
-    def submit(t: TaskHost, caller: int, ctx: int, args: int) -> None:
-        ptr, n = _args(args)
-        at = t.memory(caller, ctx, ptr, n, call)
-        if t.calls is None:
-            msg = f"we.{call}: this worker runs no child requests (no orchestrator link)"
-            raise _err(E.WASM_CAPABILITY_DENIED, msg, call=f"we.{call}")
-        if n > t.limits.request_bytes:
-            msg = f"we.{call}: a {n}-byte request is over the {t.limits.request_bytes}-byte cap"
-            raise _err(E.WASM_TRAP, msg, trap="host_limit", call=f"we.{call}", size=n)
-        try:
-            request = msgpack.unpackb(ctypes.string_at(at, n), max_ext_len=0, raw=False)
-        except Exception as exc:
-            msg = f"we.{call}: {n} bytes that are not one msgpack value ({type(exc).__name__})"
-            raise _err(E.WASM_TRAP, msg, trap="host_bad_request", call=f"we.{call}") from None
-        _i32(args).value = t.calls.submit(call, request)
-
-    return submit
-
-
-def _wait(t: TaskHost, caller: int, ctx: int, args: int) -> None:
-    if t.calls is None:
-        raise _err(E.WASM_CAPABILITY_DENIED, "we.wait: no child requests here", call="we.wait")
-    reply = t.calls.wait(_i32(args).value)
-    _i64(args).value = t.to_guest(caller, ctx, reply, "wait")
-
-
 _CALLS = {
     "log": _log,
     "emit": _emit,
     "now": _now,
     "random": _random,
-    "spawn": _child("spawn"),
-    "send": _child("send"),
-    "generate": _child("generate"),
-    "infer": _child("infer"),
-    "wait": _wait,
+    **childcalls.CALLS,
     **tensorcalls.CALLS,
 }
 

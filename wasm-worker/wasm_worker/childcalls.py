@@ -1,0 +1,85 @@
+"""The child-request host calls of module ``we``: ``spawn``, ``send``, ``generate``,
+``infer`` and ``wait`` (docs/agents.md, "Child requests", is the contract).
+
+A request call reads one msgpack map from guest memory (bounds-checked, at most
+``Limits.request_bytes``) and hands it to the task's
+:class:`~wasm_engine.children.TaskCalls`, which sends it to the orchestrator and
+returns a handle at once; ``we.wait(handle)`` blocks the task until that child
+answered and writes the reply map into guest memory through the guest's own
+``alloc`` (``TaskHost.to_guest``), returning ``(ptr << 32) | len``. An agent
+that imports any of these runs on a task thread (:data:`BLOCKING`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from wasm_engine import errors as E
+from wasm_engine.errors import WasmEngineError
+from wasm_worker import capi
+
+if TYPE_CHECKING:
+    from .hostcalls import TaskHost
+
+SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
+    "spawn": (["i32", "i32"], ["i32"]),
+    "send": (["i32", "i32"], ["i32"]),
+    "generate": (["i32", "i32"], ["i32"]),
+    "infer": (["i32", "i32"], ["i32"]),
+    "wait": (["i32"], ["i64"]),
+}
+#: host calls that may block the calling task (it then runs on a task thread)
+BLOCKING = frozenset(SIGNATURES)
+
+_MASK32 = 0xFFFFFFFF
+_i32 = ctypes.c_int32.from_address
+_i64 = ctypes.c_int64.from_address
+_RAW = ctypes.sizeof(capi.ValRaw)
+
+
+def _args(args: int) -> tuple[int, int]:
+    return _i32(args).value & _MASK32, _i32(args + _RAW).value & _MASK32
+
+
+def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
+    return WasmEngineError(code, message, detail=detail)
+
+
+def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
+    def submit(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+        ptr, n = _args(args)
+        at = t.memory(caller, ctx, ptr, n, call)
+        if t.calls is None:
+            msg = f"we.{call}: this worker runs no child requests (no orchestrator link)"
+            raise _err(E.WASM_CAPABILITY_DENIED, msg, call=f"we.{call}")
+        if n > t.limits.request_bytes:
+            msg = f"we.{call}: a {n}-byte request is over the {t.limits.request_bytes}-byte cap"
+            raise _err(E.WASM_TRAP, msg, trap="host_limit", call=f"we.{call}", size=n)
+        try:
+            request = msgpack.unpackb(ctypes.string_at(at, n), max_ext_len=0, raw=False)
+        except Exception as exc:
+            msg = f"we.{call}: {n} bytes that are not one msgpack value ({type(exc).__name__})"
+            raise _err(E.WASM_TRAP, msg, trap="host_bad_request", call=f"we.{call}") from None
+        _i32(args).value = t.calls.submit(call, request)
+
+    return submit
+
+
+def _wait(t: TaskHost, caller: int, ctx: int, args: int) -> None:
+    if t.calls is None:
+        raise _err(E.WASM_CAPABILITY_DENIED, "we.wait: no child requests here", call="we.wait")
+    reply = t.calls.wait(_i32(args).value)
+    _i64(args).value = t.to_guest(caller, ctx, reply, "wait")
+
+
+CALLS: dict[str, Callable[[TaskHost, int, int, int], None]] = {
+    "spawn": _child("spawn"),
+    "send": _child("send"),
+    "generate": _child("generate"),
+    "infer": _child("infer"),
+    "wait": _wait,
+}
