@@ -3,8 +3,9 @@
 The worker loop calls :meth:`InferenceHandler.start` on its I/O thread: the
 request goes to the engine thread (:mod:`inference_worker.serving`) and the
 answer is sent from there when it is done, so no thread waits per task and
-every request in hand can join the batch. A task's deadline is enforced by the
-orchestrator, whose ``task.cancel`` makes the request leave the engine.
+every request in hand can join the batch. A ``generate`` past its
+``limits.timeout`` (or its deadline) leaves the batch with ``task.deadline``; the
+orchestrator's ``task.cancel`` (cancelled, deadline, client gone) does the same.
 ``generate`` streams each piece of decoded text as a ``task.event``
 (``{"text": …}``) and returns ``{"text", "tokens", "finish", "prompt_tokens",
 "device", "model", "first_token_ms"}``. ``infer``
@@ -17,6 +18,7 @@ leased to the task (``stats.tensors``). ``stats.device`` is where it really ran.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -96,7 +98,7 @@ class InferenceHandler:
 
         try:
             if submit.kind == "generate":
-                gen = self._generate(rid, body, emit)
+                gen = self._generate(rid, body, emit, _timeout(submit, env))
                 gen.add_done_callback(lambda f: finish(_generated(task_id, f)))
             elif submit.kind == "infer":
                 inf = self._infer(rid, submit, body)
@@ -120,7 +122,9 @@ class InferenceHandler:
             raise outcome
         return outcome
 
-    def _generate(self, rid: str, body: dict[str, Any], emit: Emit) -> Future[dict[str, Any]]:
+    def _generate(
+        self, rid: str, body: dict[str, Any], emit: Emit, timeout: float | None
+    ) -> Future[dict[str, Any]]:
         prompt = body.get("messages", body.get("prompt"))
         if not isinstance(prompt, str | list) or not prompt:
             raise WasmEngineError(E.INFER_BAD_INPUT, "generate: 'prompt' or 'messages' is needed")
@@ -132,7 +136,7 @@ class InferenceHandler:
         def on_text(text: str) -> None:
             emit(packb({"text": text}))
 
-        return self.server.generate(rid, prompt, params, policy, on_text)
+        return self.server.generate(rid, prompt, params, policy, on_text, timeout)
 
     def _infer(self, rid: str, submit: M.TaskSubmit, body: dict[str, Any]) -> Future[Result]:
         raw = body.get("inputs")
@@ -160,6 +164,16 @@ class InferenceHandler:
         if published:
             stats["tensors"] = published
         return M.TaskResult(task_id, {"outputs": outputs, "device": result.device}, stats)
+
+
+def _timeout(submit: M.TaskSubmit, env: Envelope) -> float | None:
+    """Seconds the task may run: its ``limits.timeout``, and what is left to its deadline."""
+    asked = submit.limits.get("timeout")
+    timeout = float(asked) if asked is not None else None
+    if env.header.deadline is not None:
+        left = max(0.0, (env.header.deadline - time.time_ns()) / 1e9)
+        timeout = left if timeout is None else min(timeout, left)
+    return timeout
 
 
 def _generated(task_id: str, future: Future[dict[str, Any]]) -> M.TaskResult | BaseException:

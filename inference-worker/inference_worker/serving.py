@@ -38,6 +38,7 @@ OnText = Callable[[str], None]
 class _Gen:
     future: Future[dict[str, Any]]
     on_text: OnText | None
+    deadline: float | None = None  # time.monotonic() by which it must be done
     prompt_tokens: int = 0
     parts: list[str] = field(default_factory=list)
     tokens: int = 0
@@ -74,7 +75,10 @@ class Server:
         params: GenerateParams,
         policy: str,
         on_text: OnText | None,
+        timeout: float | None = None,
     ) -> Future[dict[str, Any]]:
+        """Queue a generation; past ``timeout`` seconds it leaves the batch with
+        ``task.deadline`` (its KV row freed)."""
         future: Future[dict[str, Any]] = Future()
         if self.llm is None:
             future.set_exception(WasmEngineError(E.INFER_MODEL_MISSING, "no LLM on this worker"))
@@ -84,7 +88,8 @@ class Server:
             msg = f"require_gpu: the LLM runs on {self.llm.device} here"
             future.set_exception(WasmEngineError(E.INFER_DEVICE_UNAVAILABLE, msg))
             return future
-        self._inbox.put(("generate", (rid, prompt, params, _Gen(future, on_text))))
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        self._inbox.put(("generate", (rid, prompt, params, _Gen(future, on_text, deadline))))
         return future
 
     def infer(
@@ -160,6 +165,13 @@ class Server:
                 failed.future.set_exception(WasmEngineError(E.INTERNAL, f"LLM step: {exc}"))
             self._gens.clear()
             return
+        now = time.monotonic()
+        for rid, late in list(self._gens.items()):
+            if late.deadline is not None and now > late.deadline:
+                del self._gens[rid]
+                self.llm.cancel(rid)
+                msg = f"deadline passed after {late.tokens} tokens"
+                late.future.set_exception(WasmEngineError(E.TASK_DEADLINE, msg))
         for ev in events:
             gen = self._gens.get(ev.request_id)
             if gen is None:

@@ -123,8 +123,20 @@ def _infer_frames(client: Client, x: np.ndarray[Any, Any]) -> tuple[str, str, li
         (lambda c: c.generate("word " * 600, max_tokens=4), E.INFER_PROMPT_TOO_LONG),
         (lambda c: c.generate(QUESTION, max_tokens=0), E.INFER_BAD_INPUT),
         (lambda c: c.generate(QUESTION, device="require_gpu"), E.INFER_DEVICE_UNAVAILABLE),
+        (
+            lambda c: c.generate("Tell me a very long story.", max_tokens=400, timeout=0.05),
+            E.TASK_DEADLINE,
+        ),
     ],
-    ids=["unknown-model", "bad-shape", "bad-dtype", "prompt-too-long", "bad-params", "no-gpu"],
+    ids=[
+        "unknown-model",
+        "bad-shape",
+        "bad-dtype",
+        "prompt-too-long",
+        "bad-params",
+        "no-gpu",
+        "timeout",
+    ],
 )
 def test_bad_requests_get_typed_errors_and_the_worker_serves_on(
     stack: Settings, call: Callable[[Client], Any], code: str
