@@ -39,6 +39,19 @@ Instance = _ffi.wasmtime_instance_t
 #: ``wasmtime_val_raw_t``: 16-byte untyped slot for ``wasmtime_func_call_unchecked``.
 ValRaw = _ffi.wasmtime_val_raw_t
 
+# A host callback's arguments and results are consecutive ValRaw slots at ``args``:
+# read argument ``i`` with :func:`arg_u32` (or ``i64_at(args + i * RAW_SIZE)``), write
+# the result with ``i32_at(args).value = …`` / ``i64_at(args).value = …``.
+RAW_SIZE = ctypes.sizeof(ValRaw)
+i32_at = ctypes.c_int32.from_address
+i64_at = ctypes.c_int64.from_address
+
+
+def arg_u32(args: int, i: int) -> int:
+    """Argument ``i`` of a host call as an unsigned 32-bit int (a guest pointer or length)."""
+    return int(i32_at(args + i * RAW_SIZE).value) & 0xFFFFFFFF
+
+
 #: Trap codes of interest (``wasmtime_trap_code_t``).
 TRAP_STACK_OVERFLOW: int = 0
 TRAP_INTERRUPT: int = 10

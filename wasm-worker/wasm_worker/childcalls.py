@@ -35,15 +35,6 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
 #: host calls that may block the calling task (it then runs on a task thread)
 BLOCKING = frozenset(SIGNATURES)
 
-_MASK32 = 0xFFFFFFFF
-_i32 = ctypes.c_int32.from_address
-_i64 = ctypes.c_int64.from_address
-_RAW = ctypes.sizeof(capi.ValRaw)
-
-
-def _args(args: int) -> tuple[int, int]:
-    return _i32(args).value & _MASK32, _i32(args + _RAW).value & _MASK32
-
 
 def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
     return WasmEngineError(code, message, detail=detail)
@@ -51,7 +42,7 @@ def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
 
 def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
     def submit(t: TaskHost, caller: int, ctx: int, args: int) -> None:
-        ptr, n = _args(args)
+        ptr, n = capi.arg_u32(args, 0), capi.arg_u32(args, 1)
         at = t.memory(caller, ctx, ptr, n, call)
         if t.calls is None:
             msg = f"we.{call}: this worker runs no child requests (no orchestrator link)"
@@ -64,7 +55,7 @@ def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
         except Exception as exc:
             msg = f"we.{call}: {n} bytes that are not one msgpack value ({type(exc).__name__})"
             raise _err(E.WASM_TRAP, msg, trap="host_bad_request", call=f"we.{call}") from None
-        _i32(args).value = t.calls.submit(call, request)
+        capi.i32_at(args).value = t.calls.submit(call, request)
 
     return submit
 
@@ -72,8 +63,8 @@ def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
 def _wait(t: TaskHost, caller: int, ctx: int, args: int) -> None:
     if t.calls is None:
         raise _err(E.WASM_CAPABILITY_DENIED, "we.wait: no child requests here", call="we.wait")
-    reply = t.calls.wait(_i32(args).value)
-    _i64(args).value = t.to_guest(caller, ctx, reply, "wait")
+    reply = t.calls.wait(capi.i32_at(args).value)
+    capi.i64_at(args).value = t.to_guest(caller, ctx, reply, "wait")
 
 
 CALLS: dict[str, Callable[[TaskHost, int, int, int], None]] = {

@@ -63,10 +63,7 @@ BLOCKING = childcalls.BLOCKING  # calls that may block the calling task (see chi
 EMIT_COUNT_SPENT, EMIT_BYTES_SPENT = -1, -2  # we.emit's answers once a budget is spent
 
 _MASK32 = 0xFFFFFFFF
-_u32 = ctypes.c_uint32.from_address
-_i32 = ctypes.c_int32.from_address
-_i64 = ctypes.c_int64.from_address
-_RAW = ctypes.sizeof(capi.ValRaw)
+_i32, _i64, _RAW = capi.i32_at, capi.i64_at, capi.RAW_SIZE  # bound here: the hot path
 _VAL = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
 
 
@@ -161,7 +158,7 @@ class TaskHost:
         if not s.store or not s.base:
             raise _err(E.WASM_TRAP, f"we.{call}: called before the instance was ready")
         vals, trap = (capi.ValRaw * 1)(), ctypes.c_void_p()
-        ctypes.c_int32.from_address(ctypes.addressof(vals)).value = n
+        _i32(ctypes.addressof(vals)).value = n
         err = capi.func_call_unchecked(
             ctx, s.alloc_fn, ctypes.addressof(vals), 1, ctypes.addressof(trap)
         )
@@ -172,7 +169,7 @@ class TaskHost:
                 capi.take_error(err)
             msg = f"we.{call}: the guest's alloc({n}) for the reply failed"
             raise _err(E.WASM_MEMORY_LIMIT, msg, call=f"we.{call}", size=n)
-        ptr = ctypes.c_int32.from_address(ctypes.addressof(vals)).value & _MASK32
+        ptr = capi.arg_u32(ctypes.addressof(vals), 0)
         at = self.memory(caller, ctx, ptr, n, call)
         ctypes.memmove(at, data, n)
         return (ptr << 32) | n
@@ -195,6 +192,7 @@ class TaskHost:
 
 
 def _args(args: int) -> tuple[int, int]:
+    """Arguments 0 and 1 as unsigned ints (:func:`capi.arg_u32`, inlined: every call reads them)."""
     return _i32(args).value & _MASK32, _i32(args + _RAW).value & _MASK32
 
 

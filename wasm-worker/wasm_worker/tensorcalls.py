@@ -46,15 +46,6 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
 }
 MAX_REF_BYTES = 4096  # a handle's map is ~200 bytes; a spec's shape has <= 32 dims
 
-_MASK32 = 0xFFFFFFFF
-_RAW = ctypes.sizeof(capi.ValRaw)
-_i32 = ctypes.c_int32.from_address
-_i64 = ctypes.c_int64.from_address
-
-
-def _arg32(args: int, i: int) -> int:
-    return _i32(args + i * _RAW).value & _MASK32
-
 
 def _map(t: TaskHost, caller: int, ctx: int, ptr: int, n: int, call: str) -> dict[str, Any]:
     """The msgpack map at guest ``[ptr, ptr + n)``, or ``shm.bad_handle``."""
@@ -79,9 +70,9 @@ def _plane(t: TaskHost, call: str) -> Any:
 
 
 def _tensor_read(t: TaskHost, caller: int, ctx: int, args: int) -> None:
-    ref_ptr, ref_len = _arg32(args, 0), _arg32(args, 1)
-    offset = _i64(args + 2 * _RAW).value
-    dst_ptr, n = _arg32(args, 3), _arg32(args, 4)
+    ref_ptr, ref_len = capi.arg_u32(args, 0), capi.arg_u32(args, 1)
+    offset = capi.i64_at(args + 2 * capi.RAW_SIZE).value
+    dst_ptr, n = capi.arg_u32(args, 3), capi.arg_u32(args, 4)
     plane = _plane(t, "tensor_read")
     dst = t.memory(caller, ctx, dst_ptr, n, "tensor_read")  # no guest code runs until we return
     ref = TensorRef.from_wire(_map(t, caller, ctx, ref_ptr, ref_len, "tensor_read"))
@@ -102,12 +93,12 @@ def _tensor_read(t: TaskHost, caller: int, ctx: int, args: int) -> None:
             f"we.tensor_read: slot {ref.segment}@{ref.offset} was freed while being read",
             detail={"segment": ref.segment, "offset": ref.offset},
         )
-    _i64(args).value = ref.nbytes
+    capi.i64_at(args).value = ref.nbytes
 
 
 def _tensor_publish(t: TaskHost, caller: int, ctx: int, args: int) -> None:
-    spec_ptr, spec_len = _arg32(args, 0), _arg32(args, 1)
-    data_ptr, n = _arg32(args, 2), _arg32(args, 3)
+    spec_ptr, spec_len = capi.arg_u32(args, 0), capi.arg_u32(args, 1)
+    data_ptr, n = capi.arg_u32(args, 2), capi.arg_u32(args, 3)
     plane = _plane(t, "tensor_publish")
     spec = _map(t, caller, ctx, spec_ptr, spec_len, "tensor_publish")
     dtype, shape = spec.get("dtype"), spec.get("shape")
@@ -138,7 +129,7 @@ def _tensor_publish(t: TaskHost, caller: int, ctx: int, args: int) -> None:
         ctypes.memmove(loan.array.ctypes.data, src, n)
     del loan
     wire = msgpack.packb(ref.to_wire())
-    _i64(args).value = t.to_guest(caller, ctx, wire, "tensor_publish")
+    capi.i64_at(args).value = t.to_guest(caller, ctx, wire, "tensor_publish")
 
 
 CALLS: dict[str, Callable[[TaskHost, int, int, int], None]] = {
