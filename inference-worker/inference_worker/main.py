@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from wasm_engine import config
 from wasm_engine.errors import WasmEngineError
@@ -51,24 +49,7 @@ def load_models(root: Path, device: str, max_batch: int) -> Server:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wasm-engine-inference-worker", description=__doc__)
-    config.add_arguments(
-        parser,
-        [
-            "back",
-            "home",
-            "credits",
-            "device",
-            "models",
-            "heartbeat_interval",
-            "heartbeat_liveness",
-            "worker_name",
-            "log_level",
-            "stack",
-            "shm_arena",
-            "shm_segment",
-            "tensor_inline_cap",
-        ],
-    )
+    config.add_arguments(parser, config.INFERENCE_WORKER_SETTINGS)
     settings = config.from_args(parser.parse_args(argv))
     setup_logging(settings.log_level, "inference-worker")
     root = Path(settings.models) if settings.models else paths.models_dir()
@@ -78,15 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = worker_name(settings, InferenceHandler.kind)
     tensors = process.plane_for(settings, name)
     loop = WorkerLoop(settings, InferenceHandler(server, tensors), tensors=tensors)
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing running requests, handing back the rest", signum)
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
-        return loop.run()
+        return loop.run_until_signalled()
     finally:
         server.close()
         tensors.close()

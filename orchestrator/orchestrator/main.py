@@ -27,22 +27,7 @@ def _install_signals(orch: Orchestrator) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wasm-engine-orchestrator", description=__doc__)
-    config.add_arguments(
-        parser,
-        [
-            "front",
-            "back",
-            "telemetry",
-            "heartbeat_interval",
-            "heartbeat_liveness",
-            "queue_limit",
-            "max_attempts",
-            "max_depth",
-            "session_idle",
-            "result_ttl",
-            "log_level",
-        ],
-    )
+    config.add_arguments(parser, config.ORCHESTRATOR_SETTINGS)
     settings = config.from_args(parser.parse_args(argv))
     setup_logging(settings.log_level, "orchestrator")
     serve(settings, _install_signals)

@@ -81,6 +81,21 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     return Settings(**values)
 
 
+#: The settings each program takes, by field name: its flags (``add_arguments``), the
+#: environment ``wasm-engine up`` gives it, and what compose must give its service.
+ORCHESTRATOR_SETTINGS: tuple[str, ...] = ("front", "back", "telemetry", "home", "log_level")
+ORCHESTRATOR_SETTINGS += ("heartbeat_interval", "heartbeat_liveness", "queue_limit")
+ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth", "session_idle", "lease_ttl")
+WASM_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name", "credits")
+WASM_WORKER_SETTINGS += ("concurrency", "stack", "shm_arena", "shm_segment", "tensor_inline_cap")
+WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")
+INFERENCE_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name")
+INFERENCE_WORKER_SETTINGS += ("credits", "device", "models", "stack", "shm_arena", "shm_segment")
+INFERENCE_WORKER_SETTINGS += ("tensor_inline_cap", "heartbeat_interval", "heartbeat_liveness")
+MONITOR_SETTINGS: tuple[str, ...] = ("front", "telemetry", "log_level")
+MONITOR_SETTINGS += ("monitor_host", "monitor_port")
+
+
 def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     """Add ``--<name>`` flags for the given settings; defaults stay None so that
     :func:`from_args` can tell a flag from the environment."""

@@ -24,24 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wasm_engine.config import ENV_PREFIX, Settings, to_env
+from wasm_engine.config import (
+    ENV_PREFIX,
+    INFERENCE_WORKER_SETTINGS,
+    MONITOR_SETTINGS,
+    ORCHESTRATOR_SETTINGS,
+    WASM_WORKER_SETTINGS,
+    Settings,
+    to_env,
+)
 from wasm_engine.errors import INTERNAL, WasmEngineError
 from wasm_engine.tensors import reap, stack_id
 
 log = logging.getLogger(__name__)
 
-#: Settings each program is given (and compose must give its service), by field name.
-ORCHESTRATOR_SETTINGS: tuple[str, ...] = ("front", "back", "telemetry", "home", "log_level")
-ORCHESTRATOR_SETTINGS += ("heartbeat_interval", "heartbeat_liveness", "queue_limit")
-ORCHESTRATOR_SETTINGS += ("max_attempts", "result_ttl", "max_depth", "session_idle", "lease_ttl")
-WASM_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name", "credits")
-WASM_WORKER_SETTINGS += ("concurrency", "stack", "shm_arena", "shm_segment", "tensor_inline_cap")
-WASM_WORKER_SETTINGS += ("heartbeat_interval", "heartbeat_liveness")
-INFERENCE_WORKER_SETTINGS: tuple[str, ...] = ("back", "home", "log_level", "worker_name")
-INFERENCE_WORKER_SETTINGS += ("credits", "device", "models", "stack", "shm_arena", "shm_segment")
-INFERENCE_WORKER_SETTINGS += ("tensor_inline_cap", "heartbeat_interval", "heartbeat_liveness")
-MONITOR_SETTINGS: tuple[str, ...] = ("front", "telemetry", "log_level")
-MONITOR_SETTINGS += ("monitor_host", "monitor_port")
 CONF_NAME, SOCKET_NAME, PID_NAME = "supervisord.conf", "supervisor.sock", "supervisord.pid"
 STOP_WAIT_S = 10  # SIGTERM -> SIGKILL grace per process (compose's stop_grace_period is above)
 LOCAL_SHM_ARENA = 256 << 20  # each worker's arena under `up` unless told (0: tensors go inline)

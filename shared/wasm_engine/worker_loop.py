@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket as pysocket
 import time
 from collections import deque
+from typing import Any
 
 import zmq
 
@@ -98,6 +100,17 @@ class WorkerLoop(TaskRunning):
     def stop(self) -> None:
         """Graceful stop (safe from a signal handler)."""
         self._stopping = True
+
+    def run_until_signalled(self) -> int:
+        """:meth:`run`, stopped gracefully by SIGTERM or SIGINT (a worker's entry point)."""
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %d: finishing what runs, handing back the rest", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        return self.run()
 
     # ------------------------------------------------------------------ channel
     def _connect(self) -> zmq.Socket[bytes]:
@@ -195,8 +208,8 @@ class WorkerLoop(TaskRunning):
         wake, outbox = self.threads.wake_fd, self.threads.outbox
         since_drain, blocked = 0, False  # blocked: the next task waits for a run permit
         while not self._stopping:
-            while outbox:  # what task threads sent
-                self._out.append(outbox.popleft())
+            if outbox:
+                self._take_outbox()
             if not self.pending or blocked:
                 self._flush()
                 self.polls += 1
@@ -226,16 +239,19 @@ class WorkerLoop(TaskRunning):
 
     def _finish_threads(self, sock: zmq.Socket[bytes]) -> None:
         """Stopping: let the tasks on threads finish (serving their child answers)."""
-        outbox = self.threads.outbox
         while self.threads.running:
-            while outbox:
-                self._out.append(outbox.popleft())
+            self._take_outbox()
             self._flush()
             if sock.poll(100, zmq.POLLIN):
                 self._drain(sock)
             self.threads.take_wakeups()
+        self._take_outbox()
+
+    def _take_outbox(self) -> None:
+        """What task threads sent joins the replies to flush."""
+        outbox, out = self.threads.outbox, self._out
         while outbox:
-            self._out.append(outbox.popleft())
+            out.append(outbox.popleft())
 
     def _control(self, ctrl: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
         """Act on everything the heartbeat thread asked, collapsed: a reconnect says

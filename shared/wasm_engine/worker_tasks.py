@@ -32,6 +32,12 @@ from .tasks import Emit, TaskHandler
 HOLD_US = 200.0
 
 
+def event_body(task_id: str, seq: int, data: bytes) -> bytes:
+    """A ``task.event`` body with ``data`` (one msgpack value) spliced in as it is."""
+    head = packb({"task_id": task_id, "seq": seq})  # a fixmap of 2 -> a map of 3
+    return b"\x83" + head[1:] + b"\xa4data" + data
+
+
 class TaskRunning:
     """Task execution for the worker loop (attributes are the loop's)."""
 
@@ -83,9 +89,8 @@ class TaskRunning:
         header = env.header
 
         def emit(data: bytes) -> None:
-            head = packb({"task_id": dispatch.task_id, "seq": next(seq)})
             h = make_header("task.event", parent=header.id, trace=header.trace, sender=self.name)
-            self.threads.send(encode(h, b"\x83" + head[1:] + b"\xa4data" + data, ()))
+            self.threads.send(encode(h, event_body(dispatch.task_id, next(seq), data), ()))
 
         return emit
 
@@ -149,9 +154,9 @@ class TaskRunning:
         if self._running is None:
             raise RuntimeError("emit outside of a running task")
         dispatch, env = self._running
-        head = packb({"task_id": dispatch.task_id, "seq": self._seq})  # a fixmap of 2
+        body = event_body(dispatch.task_id, self._seq, data)
         self._seq += 1
-        self._reply(env, "task.event", b"\x83" + head[1:] + b"\xa4data" + data)
+        self._reply(env, "task.event", body)
         self._flush()
 
     def _reply(self, env: Envelope, type_: str, body: bytes) -> None:

@@ -29,8 +29,6 @@ from .state import MonitorState
 
 log = logging.getLogger("ui_monitor")
 
-SETTINGS = ("front", "telemetry", "monitor_host", "monitor_port", "log_level")
-
 
 def build(settings: Settings) -> tuple[Starlette, TelemetryLink]:
     """The app and its (not yet started) telemetry link; the app's lifespan runs the link."""
@@ -51,7 +49,7 @@ def build(settings: Settings) -> tuple[Starlette, TelemetryLink]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wasm-engine-ui-monitor", description=__doc__)
-    config.add_arguments(parser, SETTINGS)
+    config.add_arguments(parser, config.MONITOR_SETTINGS)
     settings = config.from_args(parser.parse_args(argv))
     setup_logging(settings.log_level, "ui-monitor")
     app, _ = build(settings)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from wasm_engine import config
 from wasm_engine.logs import setup_logging
@@ -22,23 +20,7 @@ log = logging.getLogger("wasm_worker")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wasm-engine-wasm-worker", description=__doc__)
-    config.add_arguments(
-        parser,
-        [
-            "back",
-            "home",
-            "credits",
-            "concurrency",
-            "heartbeat_interval",
-            "heartbeat_liveness",
-            "worker_name",
-            "stack",
-            "shm_arena",
-            "shm_segment",
-            "tensor_inline_cap",
-            "log_level",
-        ],
-    )
+    config.add_arguments(parser, config.WASM_WORKER_SETTINGS)
     settings = config.from_args(parser.parse_args(argv))
     setup_logging(settings.log_level, "wasm-worker")
     # preflight, then the arena: agents publish into it (we.tensor_publish), the loop
@@ -48,15 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # compiled modules survive restarts: $WASM_ENGINE_HOME/cache/ (see DiskCache)
         runtime = WasmRuntime(cache_dir=Path(settings.home) / "cache")
         loop = WorkerLoop(settings, WasmHandler(runtime, tensors=tensors), tensors=tensors)
-
-        def stop(signum: int, _frame: Any) -> None:
-            log.info("signal %d: finishing the running task, handing back the rest", signum)
-            loop.stop()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
         try:
-            return loop.run()
+            return loop.run_until_signalled()
         finally:
             runtime.close()
     finally:
