@@ -59,7 +59,6 @@ class Server:
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._gens: dict[str, _Gen] = {}
         self._stop = threading.Event()
-        self.batch_sizes: list[int] = []  # recent infer batch sizes (rows), for stats
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -201,7 +200,6 @@ class Server:
         """One stacked run per device policy asked in the batch (usually one)."""
         assert self.repo is not None
         model = self.repo.models[batch.model]
-        self.batch_sizes = [*self.batch_sizes[-99:], batch.rows]
         by_policy: dict[str | None, list[Any]] = {}
         for m in batch.members:
             by_policy.setdefault(m.item[1], []).append(m.item)
