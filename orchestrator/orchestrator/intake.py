@@ -20,7 +20,7 @@ from wasm_engine.messages import AgentPut, AgentStored, Status, TaskAck, TaskSub
 from wasm_engine.protocol import Header, make_header
 
 from .outbox import FRONT
-from .tasks import State, Task, TaskQueue
+from .tasks import Finished, State, Task, TaskQueue
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -48,7 +48,11 @@ class Intake:
         s.counters["submitted"] += 1
         known = s.tasks.get(msg.task_id)
         if known is not None:
-            self._duplicate(known, side, peer, header, body, msg, now)
+            self._duplicate(known, side, peer, header, body, msg)
+            return None
+        done = s.retention.get(msg.task_id)
+        if done is not None:
+            self._repeat(done, side, peer, header, body, msg.task_id)
             return None
         deadline = header.deadline
         if deadline is not None and deadline <= now:
@@ -156,22 +160,34 @@ class Intake:
         header: Header,
         body: bytes,
         msg: TaskSubmit,
-        now: int,
     ) -> None:
+        """The same ``task_id`` again while it is queued or running: one more waiter."""
         s = self.sched
         s.counters["duplicates"] += 1
         if body != task.body:
-            err = WasmEngineError(
-                E.TASK_CONFLICT, f"task_id {task.task_id!r} was submitted with another body"
-            )
-            s.error(side, peer, header.id, err, header.trace)
-            return
-        if task.reply is not None:
-            s.deliver(task, task.reply, side, peer, header.id)
+            self._conflict(task.task_id, side, peer, header)
             return
         task.waiters.append((side, peer, header.id))
         if msg.ack:
             self._ack(task, side, peer, header.id, "duplicate")
+
+    def _repeat(
+        self, done: Finished, side: int, peer: bytes, header: Header, body: bytes, task_id: str
+    ) -> None:
+        """The same ``task_id`` after it finished: its stored answer, not a second run."""
+        s = self.sched
+        s.counters["duplicates"] += 1
+        _, first_body, trace, type_, reply_body, blobs = done
+        if body != first_body:
+            self._conflict(task_id, side, peer, header)
+            return
+        s.deliver(trace, type_, reply_body, blobs, side, peer, header.id)
+
+    def _conflict(self, task_id: str, side: int, peer: bytes, header: Header) -> None:
+        err = WasmEngineError(
+            E.TASK_CONFLICT, f"task_id {task_id!r} was submitted with another body"
+        )
+        self.sched.error(side, peer, header.id, err, header.trace)
 
     def client_gone(self, peer: bytes, now: int) -> None:
         """A client disconnected: its tasks nobody else waits for are cancelled (a

@@ -9,6 +9,7 @@ sends ``service`` flushes), ``events`` (telemetry, capped; a drop is counted),
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,9 @@ class Outbox:
         self.counters: Counter[str] = Counter()
 
     def send(
-        self, sock: int, peer: bytes, header: Header, body: bytes, blobs: list[bytes] | None = None
+        self, sock: int, peer: bytes, header: Header, body: bytes, blobs: Sequence[bytes] = ()
     ) -> None:
-        self.outbox.append(Send(sock, peer, encode(header, body, blobs or ())))
+        self.outbox.append(Send(sock, peer, encode(header, body, blobs)))
 
     def event(self, ev: str, now: int, **fields: Any) -> None:
         if len(self.events) >= self.events_cap:

@@ -25,6 +25,7 @@ Rules it keeps (docs/protocol.md has the whole contract):
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -41,7 +42,7 @@ from .intake import Intake
 from .membership import Membership
 from .outbox import BACK, FRONT, Outbox, Send
 from .sessions import Sessions
-from .tasks import Reply, Retention, State, Task, TaskQueue
+from .tasks import Reply, Retention, State, Task, TaskQueue, finished
 from .tensor_hooks import TensorHooks
 from .workers import Registry, Worker
 
@@ -55,7 +56,7 @@ class Scheduler(Outbox):
         super().__init__(name)
         self.settings = settings
         self.started_at = now
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task] = {}  # live: queued, parked or running
         self.dispatches: dict[str, Task] = {}  # dispatch id -> task, until its worker answers
         self.queues: dict[str, TaskQueue] = {}
         interval_ns = int(settings.heartbeat_interval * 1e9)
@@ -91,7 +92,7 @@ class Scheduler(Outbox):
                 "started_ns": self.started_at,
                 "now_ns": now,
                 "uptime_s": round((now - self.started_at) / 1e9, 3),
-                "tasks_known": len(self.tasks),
+                "tasks_known": len(self.tasks) + len(self.retention),
                 "agents": len(self.agents),
                 "sessions": len(self.sessions),
                 "heartbeat_interval": self.settings.heartbeat_interval,
@@ -214,10 +215,12 @@ class Scheduler(Outbox):
         if task.session is not None:
             self.sessions.finished(task, now)
         task.state = State.DONE
-        task.reply = reply
-        task.finished_at = now
         task.worker = None
-        self.retention.add(task.task_id, now)
+        if self.tasks.get(task.task_id) is task:
+            del self.tasks[task.task_id]
+        if task.dispatch_id is not None and self.dispatches.get(task.dispatch_id) is task:
+            del self.dispatches[task.dispatch_id]  # a late answer now finds nothing: late
+        self.retention.add(task.task_id, finished(task, reply, now))
         self.counters["completed" if reply.ok else "failed"] += 1
         self.event(
             "task.done",
@@ -230,16 +233,28 @@ class Scheduler(Outbox):
             total_us=(now - task.submitted_at) // 1000,
             run_us=(now - task.started_at) // 1000 if task.started_at else 0,
         )
-        self.deliver(task, reply, task.side, task.client, task.submit_id)
+        self.deliver(
+            task.trace, reply.type, reply.body, reply.blobs, task.side, task.client, task.submit_id
+        )
         for side, peer, parent in task.waiters:
-            self.deliver(task, reply, side, peer, parent)
+            self.deliver(task.trace, reply.type, reply.body, reply.blobs, side, peer, parent)
         task.waiters.clear()
         if task.parent_task is not None:
             self.children.answered(task)
 
-    def deliver(self, task: Task, reply: Reply, side: int, peer: bytes, parent: str) -> None:
-        header = make_header(reply.type, parent=parent, trace=task.trace, sender=self.name)
-        self.send(side, peer, header, reply.body, reply.blobs)
+    def deliver(
+        self,
+        trace: str | None,
+        type_: str,
+        body: bytes,
+        blobs: Sequence[bytes],
+        side: int,
+        peer: bytes,
+        parent: str,
+    ) -> None:
+        """Send a finished task's answer to one of those waiting for it."""
+        header = make_header(type_, parent=parent, trace=trace, sender=self.name)
+        self.send(side, peer, header, body, blobs)
 
     # ------------------------------------------------------------------ back
     def worker_reply(
@@ -285,10 +300,7 @@ class Scheduler(Outbox):
             _, _, task = heapq.heappop(self.deadlines)
             if task.state is not State.DONE:
                 self.end(task, WasmEngineError(E.TASK_DEADLINE, "deadline passed"), now)
-        for task_id in self.retention.expired(now):
-            forgotten = self.tasks.pop(task_id, None)
-            if forgotten is not None and forgotten.dispatch_id is not None:
-                self.dispatches.pop(forgotten.dispatch_id, None)
+        self.retention.expire(now)
         self.pump(now)
 
 

@@ -3,6 +3,12 @@
 Owns the :class:`Task` record, the bounded priority queue of one kind/model and
 the retention of finished tasks (so a duplicate ``task_id`` gets the stored
 result instead of a second run). Pure data structures; no sockets, no clock.
+
+A finished task leaves the live table for :class:`Retention` as a
+:data:`Finished` record: an exact tuple of atomic values, which CPython's
+garbage collector untracks. Up to 200k retained tasks then cost a full
+collection nothing, where as live objects they cost about a tenth of the
+orchestrator's CPU at 10k tasks/s.
 """
 
 from __future__ import annotations
@@ -49,8 +55,6 @@ class Task:
     dispatch_id: str | None = None
     queued_at: int = 0  # last time it entered a queue
     started_at: int = 0
-    reply: Reply | None = None
-    finished_at: int = 0
     waiters: list[tuple[int, bytes, str]] = field(default_factory=list)  # duplicate submits
     side: int = 0  # the socket its submitter is on: FRONT (a client) or BACK (a worker's task)
     parent_task: Task | None = None  # the running task that asked for this one (a child)
@@ -93,6 +97,15 @@ class TaskQueue:
         return None
 
 
+# A finished task as retention keeps it: (finished_at, submit body, trace, reply
+# type, reply body, reply blobs). Only atomic values inside: the GC untracks it.
+Finished = tuple[int, bytes, str | None, str, bytes, tuple[bytes, ...]]
+
+
+def finished(task: Task, reply: Reply, now: int) -> Finished:
+    return (now, task.body, task.trace, reply.type, reply.body, tuple(reply.blobs))
+
+
 class Retention:
     """Finished tasks kept for ``ttl_ns`` (and at most ``max_tasks``) to answer
     duplicate submits; oldest first out."""
@@ -100,23 +113,29 @@ class Retention:
     def __init__(self, ttl_ns: int, max_tasks: int = 200_000) -> None:
         self.ttl_ns = ttl_ns
         self.max_tasks = max_tasks
-        self._done: OrderedDict[str, int] = OrderedDict()
+        self._done: OrderedDict[str, Finished] = OrderedDict()
 
-    def add(self, task_id: str, now: int) -> None:
-        self._done[task_id] = now
+    def add(self, task_id: str, record: Finished) -> None:
+        self._done[task_id] = record
         self._done.move_to_end(task_id)
 
-    def expired(self, now: int) -> list[str]:
-        """Task ids to forget now."""
-        out: list[str] = []
+    def get(self, task_id: str) -> Finished | None:
+        return self._done.get(task_id)
+
+    def expire(self, now: int) -> int:
+        """Forget the records past their ttl (or over ``max_tasks``); how many."""
         done = self._done
+        forgotten = 0
         while done:
-            task_id, at = next(iter(done.items()))
+            at = next(iter(done.values()))[0]
             if now - at <= self.ttl_ns and len(done) <= self.max_tasks:
                 break
             done.popitem(last=False)
-            out.append(task_id)
-        return out
+            forgotten += 1
+        return forgotten
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._done
 
     def __len__(self) -> int:
         return len(self._done)
