@@ -43,6 +43,8 @@ __all__ = ["AgentRef", "AsyncClient", "Client", "Result", "TaskFuture"]
 class TaskFuture:
     """The pending result of one task (blocking client)."""
 
+    __slots__ = ("_client", "_done", "_error", "_result", "callbacks", "task_id")
+
     def __init__(self, client: Client, task_id: str) -> None:
         self.task_id = task_id
         self._client = client

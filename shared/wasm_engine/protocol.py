@@ -46,9 +46,18 @@ _PREFIX = os.urandom(6).hex()
 _counter = itertools.count(1)
 
 
+def _renew_prefix() -> None:
+    global _PREFIX  # noqa: PLW0603 - set once more, in a forked child only
+    _PREFIX = os.urandom(6).hex()  # a forked child would repeat its parent's ids
+
+
+os.register_at_fork(after_in_child=_renew_prefix)
+
+
 def new_id() -> str:
-    """A message id: ``<12 hex random per process>-<counter>``; unique across
-    processes and cheap (no syscall per id). Ids are opaque strings on the wire."""
+    """A message (or generated task) id: ``<12 hex random per process>-<counter>``;
+    unique across processes, forked ones included, and cheap (no syscall per id).
+    Ids are opaque strings on the wire."""
     return f"{_PREFIX}-{next(_counter)}"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from .codec import packb
 from .envelope import EnvelopeError, decode, encode
 from .errors import WasmEngineError
 from .manifest import Manifest, agent_digest, beside, load_manifest, parse_manifest
-from .protocol import make_header
+from .protocol import make_header, new_id
 
 log = logging.getLogger("wasm_engine.client")
 #: Called with the decoded value of each event of a task, in order.
@@ -45,7 +44,7 @@ class AgentRef:
     version: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     task_id: str
     output: Any
@@ -53,7 +52,7 @@ class Result:
     trace: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     task_id: str
     frames: list[bytes]
@@ -94,7 +93,7 @@ class Book:
         trace: str | None = None,
     ) -> tuple[str, str, list[bytes]]:
         """A ``generate`` or ``infer`` submit: task id, request id, frames."""
-        task_id = task_id or os.urandom(12).hex()
+        task_id = task_id or new_id()
         body = M.TaskSubmit(
             task_id=task_id,
             kind=kind,
@@ -123,7 +122,7 @@ class Book:
         session: str | None = None,
     ) -> tuple[str, str, list[bytes], str]:
         digest = agent.digest if isinstance(agent, AgentRef) else agent
-        task_id = task_id or os.urandom(12).hex()
+        task_id = task_id or new_id()
         body = M.TaskSubmit(
             task_id=task_id,
             kind="wasm",
