@@ -83,6 +83,8 @@ class Client:
         self.timeout = timeout
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = transport.dealer(self._ctx, self.front)
+        self._poller = zmq.Poller()  # kept: Socket.poll builds a Poller per call
+        self._poller.register(self._sock, zmq.POLLIN)
         self._book = Book(name=f"client-{os.getpid()}")
         self._lock = threading.RLock()
 
@@ -305,7 +307,7 @@ class Client:
     def _pump(self, timeout: float) -> None:
         with self._lock:
             sock = self._sock
-            if not sock.poll(max(0, int(timeout * 1000)), zmq.POLLIN):
+            if not self._poller.poll(max(0, int(timeout * 1000))):
                 return
             while True:
                 try:
