@@ -7,10 +7,11 @@ class decoded envelopes; tests drive it directly with a fake clock.
 
 :class:`Scheduler` is the one object they drive, composed of parts that each own
 one side: :mod:`.outbox` (its base: what goes out, counters), :mod:`.intake`
-(client requests: submit, cancel, agent.put, status) and :mod:`.membership`
-(workers joining, beating, leaving, lost). This module owns the tasks' state
-and their way through it: dispatch on free credits, requeue, results, deadlines,
-cancellation on workers, retention, snapshot.
+(client requests: submit, cancel, agent.put, status), :mod:`.membership`
+(workers joining, beating, leaving, lost), :mod:`.results` (how a task ends and
+who hears of it), :mod:`.children`, :mod:`.sessions` and :mod:`.tensor_hooks`.
+This module owns the queues and the way of a task to a worker: dispatch on free
+credits, requeue, deadlines and retention on the tick, the snapshot.
 
 Rules it keeps (docs/protocol.md has the whole contract):
 - a ``task_id`` runs at most once at a time and answers duplicates from its
@@ -25,24 +26,22 @@ Rules it keeps (docs/protocol.md has the whole contract):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from typing import Any
-
-import msgpack
 
 from wasm_engine import errors as E
 from wasm_engine.config import Settings
 from wasm_engine.errors import WasmEngineError
-from wasm_engine.messages import Error, TaskCancel, TaskDispatch
-from wasm_engine.protocol import Header, make_header
+from wasm_engine.messages import TaskDispatch
+from wasm_engine.protocol import make_header
 
 from .agents import AgentStore
 from .children import Children
 from .intake import Intake
 from .membership import Membership
 from .outbox import BACK, FRONT, Outbox, Send
+from .results import Results
 from .sessions import Sessions
-from .tasks import Reply, Retention, State, Task, TaskQueue, finished
+from .tasks import Retention, State, Task, TaskQueue
 from .tensor_hooks import TensorHooks
 from .workers import Registry, Worker
 
@@ -82,6 +81,11 @@ class Scheduler(Outbox):
         self.bye = self.members.bye
         self.unreachable = self.members.unreachable
         self.tensors = TensorHooks(self)  # tensor leases (docs/tensors.md)
+        self.results = Results(self)
+        self.worker_reply = self.results.worker_reply
+        self.worker_event = self.results.worker_event
+        self.end = self.results.end
+        self.deliver = self.results.deliver
 
     # ------------------------------------------------------------------ state
     def snapshot(self, now: int) -> dict[str, Any]:
@@ -193,103 +197,6 @@ class Scheduler(Outbox):
             "task.requeued", now, task_id=task.task_id, trace=task.trace, attempts=task.attempts
         )
 
-    # ------------------------------------------------------------------ finishing
-    def end(self, task: Task, err: WasmEngineError, now: int) -> None:
-        """End a task that no worker answered for (cancel, deadline, lost)."""
-        if task.state is State.QUEUED and not task.parked:
-            self.queues[task.queue].discard(task)
-        elif task.state is State.RUNNING and task.worker is not None:
-            self._cancel_on_worker(task)
-        self._finish(task, Reply("error", Error(**err.to_body()).pack(), [], False), now, err.code)
-
-    def _cancel_on_worker(self, task: Task) -> None:
-        if task.worker is None or task.dispatch_id is None:
-            return
-        header = make_header(
-            "task.cancel", parent=task.dispatch_id, trace=task.trace, sender=self.name
-        )
-        self.send(BACK, task.worker, header, TaskCancel(task.task_id).pack())
-
-    def _finish(self, task: Task, reply: Reply, now: int, code: str | None = None) -> None:
-        self.children.unlend(task)
-        if task.session is not None:
-            self.sessions.finished(task, now)
-        task.state = State.DONE
-        task.worker = None
-        if self.tasks.get(task.task_id) is task:
-            del self.tasks[task.task_id]
-        if task.dispatch_id is not None and self.dispatches.get(task.dispatch_id) is task:
-            del self.dispatches[task.dispatch_id]  # a late answer now finds nothing: late
-        self.retention.add(task.task_id, finished(task, reply, now))
-        self.counters["completed" if reply.ok else "failed"] += 1
-        self.event(
-            "task.done",
-            now,
-            task_id=task.task_id,
-            trace=task.trace,
-            ok=reply.ok,
-            code=code,
-            attempts=task.attempts,
-            total_us=(now - task.submitted_at) // 1000,
-            run_us=(now - task.started_at) // 1000 if task.started_at else 0,
-        )
-        self.deliver(
-            task.trace, reply.type, reply.body, reply.blobs, task.side, task.client, task.submit_id
-        )
-        for side, peer, parent in task.waiters:
-            self.deliver(task.trace, reply.type, reply.body, reply.blobs, side, peer, parent)
-        task.waiters.clear()
-        if task.parent_task is not None:
-            self.children.answered(task)
-
-    def deliver(
-        self,
-        trace: str | None,
-        type_: str,
-        body: bytes,
-        blobs: Sequence[bytes],
-        side: int,
-        peer: bytes,
-        parent: str,
-    ) -> None:
-        """Send a finished task's answer to one of those waiting for it."""
-        header = make_header(type_, parent=parent, trace=trace, sender=self.name)
-        self.send(side, peer, header, body, blobs)
-
-    # ------------------------------------------------------------------ back
-    def worker_reply(
-        self, worker: Worker, header: Header, body: bytes, blobs: list[bytes], now: int
-    ) -> None:
-        """``task.result`` or ``error`` from a worker; read by its header only."""
-        dispatch_id = header.parent or ""
-        task_id = worker.inflight.pop(dispatch_id, None)
-        # only a dispatch this worker holds is its to answer
-        task = self.dispatches.pop(dispatch_id, None) if task_id is not None else None
-        if task is None or task.dispatch_id != dispatch_id or task.state is not State.RUNNING:
-            self.counters["late_results"] += 1
-            self.event(
-                "task.late_result",
-                now,
-                dispatch=dispatch_id,
-                worker=worker.name,
-                task_id=task_id,
-                trace=task.trace if task is not None else None,
-            )
-        else:
-            worker.completed += 1
-            ok = header.type == "task.result"
-            code = None if ok else _error_code(body)  # for telemetry: failures only
-            self._finish(task, Reply(header.type, body, blobs, ok), now, code)
-        self.pump(now)
-
-    def worker_event(self, worker: Worker, header: Header, body: bytes, blobs: list[bytes]) -> None:
-        task = self.dispatches.get(header.parent or "")
-        if task is not None and task.state is State.RUNNING:
-            head = make_header(
-                header.type, parent=task.submit_id, trace=task.trace, sender=self.name
-            )
-            self.send(task.side, task.client, head, body, blobs)
-
     # ------------------------------------------------------------------ timers
     def tick(self, now: int) -> None:
         """Liveness, deadlines and retention; run about every 100 ms."""
@@ -302,13 +209,3 @@ class Scheduler(Outbox):
                 self.end(task, WasmEngineError(E.TASK_DEADLINE, "deadline passed"), now)
         self.retention.expire(now)
         self.pump(now)
-
-
-def _error_code(body: bytes) -> str | None:
-    """The ``code`` of a worker's error body (read only on failures, for telemetry)."""
-    try:
-        raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception:
-        return None
-    code = raw.get("code") if isinstance(raw, dict) else None
-    return code if isinstance(code, str) else None
