@@ -40,7 +40,7 @@ from wasm_engine import messages as M
 from wasm_engine.benchmark import percentile
 from wasm_engine.config import Settings, from_env
 from wasm_engine.envelope import decode
-from wasm_engine.stack import monitor_url
+from wasm_engine.stack_conf import monitor_url
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT = ROOT / "agents" / "wat"

@@ -1,6 +1,9 @@
 """The ``wasm-engine`` command: up, down, status, run, agents add|list, logs, models build, bench.
 
-Every option is also an environment variable of the same name
+This module owns the entry point (:func:`main`) and the command line itself
+(:func:`build_parser`, :func:`env_defaults`); the commands live in ``cli_stack`` (up, down,
+status, logs), ``cli_agents`` (run, agents add|list) and ``cli_models`` (models build,
+generate, infer). Every option is also an environment variable of the same name
 (``--wasm-workers`` = ``WASM_ENGINE_WASM_WORKERS``); see ``config``. Exit codes:
 0 ok, 1 a task or request failed (its error code is printed), 2 usage.
 """
@@ -9,172 +12,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-from . import cli_models, config
+from . import cli_agents, cli_models, cli_stack, config
 from .errors import WasmEngineError
 from .logs import setup_logging
 
 log = logging.getLogger("wasm_engine.cli")
-out = sys.stdout.write  # command output (not logs) goes to stdout
 
 ENDPOINTS = ["front", "back", "telemetry", "home"]
-
-
-def _bindir() -> Path:
-    return Path(sys.executable).parent
-
-
-def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
-    from . import stack
-
-    if a.shm_arena is None and not os.environ.get(config.ENV_PREFIX + "SHM_ARENA"):
-        s = s.replace(shm_arena=stack.LOCAL_SHM_ARENA)  # each worker's preflight checks it
-    stack.up(s, bindir=_bindir(), wait_timeout=a.wait, progress=lambda m: log.info("%s", m))
-    out(
-        f"stack up: {s.wasm_workers} wasm worker(s), {s.inference_workers} inference worker(s)\n"
-        f"  front     {s.front}\n  back      {s.back}\n"
-        f"  telemetry {s.telemetry}\n  home      {Path(s.home).resolve()}\n"
-        f"  monitor   {stack.monitor_url(s) or 'off (--no-monitor)'}\n"
-    )
-    return 0
-
-
-def cmd_down(s: config.Settings, a: argparse.Namespace) -> int:
-    from . import stack
-
-    was_up = stack.down(s, bindir=_bindir(), timeout=a.wait)
-    out("stack stopped\n" if was_up else "no stack was running\n")
-    return 0
-
-
-def cmd_status(s: config.Settings, a: argparse.Namespace) -> int:
-    from .client import Client
-
-    with Client(s.front, timeout=a.wait) as client:
-        status = client.status()
-    if a.json:
-        out(json.dumps(status, indent=2, sort_keys=True) + "\n")
-        return 0
-    o = status["orchestrator"]
-    out(
-        f"orchestrator {o['name']} v{o['version']} up {o['uptime_s']:.0f}s, "
-        f"{o['tasks_known']} tasks known\n"
-    )
-    out(
-        f"{'worker':<28} {'kind':<9} {'state':<8} {'credits':>7} {'inflight':>8} {'done':>8} "
-        f"{'hb age':>7}  device\n"
-    )
-    for w in status["workers"]:
-        out(
-            f"{w['name']:<28} {w['kind']:<9} {w['state']:<8} {w['credits']:>7} {w['inflight']:>8} "
-            f"{w['completed']:>8} {w['heartbeat_age_s']:>6.1f}s  {w['device']}\n"
-        )
-    for key, q in sorted(status["queues"].items()):
-        out(f"queue {key}: {q['depth']} of {q['limit']}\n")
-    counters = ", ".join(f"{k}={v}" for k, v in sorted(status["counters"].items()))
-    out(f"counters: {counters or 'none'}\n")
-    return 0
-
-
-def cmd_run(s: config.Settings, a: argparse.Namespace) -> int:
-    from .client import Client
-
-    try:
-        data: Any = json.loads(a.input)
-    except json.JSONDecodeError as exc:
-        log.error("--input is not JSON: %s", exc)
-        return 2
-    with Client(s.front, timeout=a.wait) as client:
-        agent = _resolve_agent(client, a.agent, a.reuse)
-        try:
-            result = client.run(
-                agent,
-                data,
-                fuel=a.fuel,
-                timeout=a.timeout,
-                memory=a.memory,
-                priority=a.priority,
-                seed=a.seed,
-            )
-        except WasmEngineError as err:
-            if a.json:
-                out(json.dumps({"ok": False, "error": err.to_body()}, default=repr) + "\n")
-            else:
-                out(f"error {err.code}: {err.message}\n")
-            return 1
-    if a.json:
-        doc = {
-            "ok": True,
-            "task_id": result.task_id,
-            "output": result.output,
-            "stats": result.stats,
-        }
-        out(json.dumps(doc, default=repr) + "\n")
-    else:
-        out(json.dumps(result.output, default=repr) + "\n")
-        st = result.stats
-        out(
-            f"# {st.get('worker')} run {st.get('run_us')} us, queued {st.get('queue_us')} us, "
-            f"fuel {st.get('fuel_used')}, attempts {st.get('attempts')}\n"
-        )
-    return 0
-
-
-def _resolve_agent(client: Any, ref: str, reuse: bool) -> Any:
-    """A module path (put here, with the manifest beside it), else a stored
-    agent's digest, else a stored agent's name (the one stored last)."""
-    if Path(ref).is_file():
-        return client.put_agent(ref, reuse=True if reuse else None)
-    agents = client.status().get("agents", [])
-    found = [x for x in agents if ref in (x["digest"], x["name"])]
-    if not found:
-        raise ValueError(f"{ref!r} is neither a module file nor a stored agent's digest or name")
-    return found[-1]["digest"]
-
-
-def cmd_agents_add(s: config.Settings, a: argparse.Namespace) -> int:
-    from .client import Client
-
-    with Client(s.front, timeout=a.wait) as client:
-        ref = client.put_agent(a.path, manifest=a.manifest)
-    doc = {"digest": ref.digest, "name": ref.name, "version": ref.version}
-    if a.json:
-        out(json.dumps(doc) + "\n")
-    else:
-        out(f"{ref.digest}  {ref.name or '-'} {ref.version or '-'}\n")
-    return 0
-
-
-def cmd_agents_list(s: config.Settings, a: argparse.Namespace) -> int:
-    from .client import Client
-
-    with Client(s.front, timeout=a.wait) as client:
-        agents = client.status().get("agents", [])
-    if a.json:
-        out(json.dumps(agents) + "\n")
-        return 0
-    for x in agents:
-        out(f"{x['digest']}  {x['name'] or '-':<24} {x['version'] or '-':<10} {x['size']:>9}\n")
-    return 0
-
-
-def cmd_logs(s: config.Settings, a: argparse.Namespace) -> int:
-    from . import stack
-
-    path = stack.log_path(s, a.service)
-    if not path.exists():
-        log.error("no log for %r at %s", a.service, path)
-        return 1
-    lines = path.read_text(errors="replace").splitlines()
-    out("\n".join(lines[-a.lines :]) + "\n")
-    return 0
 
 
 def cmd_bench(s: config.Settings, a: argparse.Namespace) -> int:
@@ -218,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         ],
         120.0,
     )
-    up.set_defaults(fn=cmd_up)
+    up.set_defaults(fn=cli_stack.cmd_up)
     down_help = "stop the local stack; leaves no process and no shm segment"
-    command("down", down_help, [*ENDPOINTS, "stack"], 30.0).set_defaults(fn=cmd_down)
+    command("down", down_help, [*ENDPOINTS, "stack"], 30.0).set_defaults(fn=cli_stack.cmd_down)
     st = command("status", "workers, queues and counters", ["front"], 5.0)
     st.add_argument("--json", action="store_true")
-    st.set_defaults(fn=cmd_status)
+    st.set_defaults(fn=cli_stack.cmd_status)
     run = command("run", "run a wasm agent once", ["front"], 120.0)
     run.add_argument("agent", help="path of the .wasm module, or a stored agent's digest or name")
     run.add_argument("--input", default="null", help="JSON input (default null)")
@@ -234,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--reuse", action="store_true", help="keep the agent's instance between tasks")
     run.add_argument("--json", action="store_true")
-    run.set_defaults(fn=cmd_run)
+    run.set_defaults(fn=cli_agents.cmd_run)
     ag = sub.add_parser("agents", help="register and list agents (module + manifest)")
     agents_sub = ag.add_subparsers(dest="agents_command", required=True)
     add = agents_sub.add_parser("add", help="store an agent; prints {digest, name, version}")
@@ -243,16 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("path", help="the .wasm module (its manifest: PATH with .toml/.json)")
     add.add_argument("--manifest", default=None, help="manifest file (.toml or .json)")
     add.add_argument("--json", action="store_true")
-    add.set_defaults(fn=cmd_agents_add)
+    add.set_defaults(fn=cli_agents.cmd_agents_add)
     ls = agents_sub.add_parser("list", help="the agents the orchestrator stores")
     config.add_arguments(ls, ["front", "log_level"])
     ls.add_argument("--wait", type=float, default=5.0, help="seconds to wait")
     ls.add_argument("--json", action="store_true")
-    ls.set_defaults(fn=cmd_agents_list)
+    ls.set_defaults(fn=cli_agents.cmd_agents_list)
     lg = command("logs", "print a service's log", ["home"], 0.0)
     lg.add_argument("service", help="orchestrator, wasm-worker-0, supervisord, ...")
     lg.add_argument("-n", "--lines", type=int, default=100)
-    lg.set_defaults(fn=cmd_logs)
+    lg.set_defaults(fn=cli_stack.cmd_logs)
     cli_models.add_parsers(sub)
     bn = command("bench", "run a benchmark (or 'all')", [], 0.0)
     bn.add_argument("name")

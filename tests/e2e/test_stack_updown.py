@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from wasm_engine import stack
+from wasm_engine import stack, stack_conf
 from wasm_engine.config import Settings
 from wasm_engine.errors import CLIENT_TIMEOUT, WasmEngineError
 
@@ -104,7 +104,7 @@ def test_up_two_wasm_workers_then_down(
     assert len(workers) == 2 and all(w["state"] == "ready" for w in workers)
     assert len({w["name"] for w in workers}) == 2
     assert any("2/2" in m for m in messages)
-    url = stack.monitor_url(settings)
+    url = stack_conf.monitor_url(settings)
     assert url is not None and any(url in m for m in messages)
     assert monitor_ready(url, 30)["ready"] is True
 
@@ -118,7 +118,7 @@ def test_up_two_wasm_workers_then_down(
     assert all(state == "RUNNING" for _, state, _ in rows)
     pids = [pid for _, _, pid in rows if pid is not None]
     assert len(pids) == 4
-    supervisord = int((Path(settings.home) / stack.PID_NAME).read_text())
+    supervisord = int((Path(settings.home) / stack_conf.PID_NAME).read_text())
 
     assert stack.down(settings, bindir=VENV_BIN, timeout=30) is True
     assert [pid for pid in [supervisord, *pids] if alive(pid)] == []
@@ -190,7 +190,7 @@ def test_supervision_up_is_idempotent_and_down_leaves_nothing(
     stack.up(settings, bindir=bindir, wait_timeout=30, progress=messages.append)
     assert any("workers ready: 2/2" in m for m in messages)
     home = Path(settings.home)
-    supervisord = int((home / stack.PID_NAME).read_text())
+    supervisord = int((home / stack_conf.PID_NAME).read_text())
     rows = stack.status_programs(settings, bindir=bindir)
     assert [(n, s) for n, s, _ in sorted(rows)] == [
         ("orchestrator", "RUNNING"),
@@ -204,7 +204,7 @@ def test_supervision_up_is_idempotent_and_down_leaves_nothing(
     messages.clear()
     stack.up(settings, bindir=bindir, wait_timeout=30, progress=messages.append)
     assert any("already running" in m for m in messages)
-    assert int((home / stack.PID_NAME).read_text()) == supervisord
+    assert int((home / stack_conf.PID_NAME).read_text()) == supervisord
     with pytest.raises(stack.StackError, match="another stack configuration"):
         stack.up(settings.replace(wasm_workers=3), bindir=bindir, wait_timeout=5)
 

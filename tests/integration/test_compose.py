@@ -1,6 +1,6 @@
 """compose.yaml and the Dockerfiles, checked by the real tools (no Docker engine needed):
 the compose-spec JSON schema, hadolint, and Compose v2's own `docker compose config`; and
-compose kept equal to the supervisord stack (`wasm_engine.stack.programs`)."""
+compose kept equal to the supervisord stack (`wasm_engine.stack_conf.programs`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wasm_engine import stack
+from wasm_engine import stack_conf
 from wasm_engine.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def test_compose_and_the_local_stack_run_the_same_programs_with_the_same_setting
     """Parsed from compose.yaml itself, so it runs even where Compose is not installed."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     settings = Settings(wasm_workers=2, inference_workers=1)
-    programs = {p.name: p for p in stack.programs(settings, BIN)}
+    programs = {p.name: p for p in stack_conf.programs(settings, BIN)}
     assert set(services) == set(programs)
     for name, program in programs.items():
         service = services[name]
@@ -195,4 +195,4 @@ def test_compose_and_the_local_stack_run_the_same_programs_with_the_same_setting
         assert f'CMD ["{Path(program.command[0]).name}"]' in DOCKERFILES[name].read_text()
         compose_keys = {k for k in service["environment"] if k.startswith("WASM_ENGINE_")}
         stack_keys = {k for k in program.env if k.startswith("WASM_ENGINE_")}
-        assert compose_keys == stack_keys, f"{name}: compose and stack.programs() differ"
+        assert compose_keys == stack_keys, f"{name}: compose and stack_conf.programs() differ"
