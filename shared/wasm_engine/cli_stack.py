@@ -21,16 +21,17 @@ log = logging.getLogger("wasm_engine.cli")
 out = sys.stdout.write  # command output (not logs) goes to stdout
 
 
-def _bindir() -> Path:
-    return Path(sys.executable).parent
-
-
 def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
     from . import stack, stack_conf
 
     if a.shm_arena is None and not os.environ.get(config.ENV_PREFIX + "SHM_ARENA"):
         s = s.replace(shm_arena=stack_conf.LOCAL_SHM_ARENA)  # each worker's preflight checks it
-    stack.up(s, bindir=_bindir(), wait_timeout=a.wait, progress=lambda m: log.info("%s", m))
+    stack.up(
+        s,
+        bindir=stack_conf.default_bindir(),
+        wait_timeout=a.wait,
+        progress=lambda m: log.info("%s", m),
+    )
     out(
         f"stack up: {s.wasm_workers} wasm worker(s), {s.inference_workers} inference worker(s)\n"
         f"  front     {s.front}\n  back      {s.back}\n"
@@ -41,9 +42,9 @@ def cmd_up(s: config.Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_down(s: config.Settings, a: argparse.Namespace) -> int:
-    from . import stack
+    from . import stack, stack_conf
 
-    was_up = stack.down(s, bindir=_bindir(), timeout=a.wait)
+    was_up = stack.down(s, bindir=stack_conf.default_bindir(), timeout=a.wait)
     out("stack stopped\n" if was_up else "no stack was running\n")
     return 0
 
