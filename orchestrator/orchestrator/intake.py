@@ -231,12 +231,19 @@ class Intake:
                 manifest = Manifest(name=msg.name, reuse=msg.reuse)
             else:
                 manifest = parse_manifest(msg.manifest)
-            stored = s.agents.put(msg.digest, manifest, blobs[0])
+            evicted = s.agents.evicted
+            stored = s.agents.put(msg.digest, manifest, blobs[0], self._agents_in_use)
         except WasmEngineError as err:
             s.error(FRONT, peer, header.id, err)
             return
+        if s.agents.evicted > evicted:
+            s.counters["agents_evicted"] += s.agents.evicted - evicted
         reply = make_header("agent.stored", parent=header.id, sender=s.name)
         s.send(FRONT, peer, reply, AgentStored(stored.digest, len(stored.module)).pack())
+
+    def _agents_in_use(self) -> set[str]:
+        """Digests live tasks need (queued, parked or running): not to be evicted."""
+        return {t.agent for t in self.sched.tasks.values() if t.agent is not None}
 
     def status(self, peer: bytes, header: Header, now: int) -> None:
         s = self.sched

@@ -114,12 +114,17 @@ class Harness:
 
     # -- client side
     def put_agent(self, module: bytes = MODULE, *, reuse: bool = False) -> Out:
+        return only([self.put_agent_raw(module, reuse=reuse)], "agent.stored")
+
+    def put_agent_raw(self, module: bytes = MODULE, *, reuse: bool = False) -> Out:
+        """The one answer to an ``agent.put``: ``agent.stored`` or an ``error``."""
         digest = agent_digest(module, Manifest(name="agent", reuse=reuse))
         header = make_header("agent.put", sender="test-client")
         msg = M.parse("agent.put", M.AgentPut(digest, "agent", reuse).pack())
         assert isinstance(msg, M.AgentPut)
         self.sched.agent_put(CLIENT_A, header, msg, [module])
-        return only(self.take(), "agent.stored")
+        (answer,) = self.take()
+        return answer
 
     def submit_body(
         self,
