@@ -19,7 +19,8 @@ from wasm_engine import config
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.logs import setup_logging
 from wasm_engine.tensors import process
-from wasm_engine.worker_loop import WorkerLoop, worker_name
+from wasm_engine.worker_loop import WorkerLoop
+from wasm_engine.worker_messages import worker_name
 
 from . import paths
 from .handler import InferenceHandler

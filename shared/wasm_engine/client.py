@@ -10,7 +10,8 @@ socket (under a lock) and resolves every future whose reply arrives, so many
 tasks in flight cost no thread hand-offs. ``submit(..., on_event=f)`` calls
 ``f(value)`` for each value the task streams (``task.event``), in order and
 before its future resolves, on the thread that pumps. The submit/reply bookkeeping it
-shares with the asyncio client lives in :class:`wasm_engine.requests.Book`.
+shares with the asyncio client lives in :class:`wasm_engine.requests.Book`; the model
+calls (``generate``, ``infer``) in :class:`wasm_engine.client_models.ModelCalls`.
 ``AgentRef``, ``Result`` and ``AsyncClient`` (:mod:`wasm_engine.aclient`) are
 re-exported here, where they were first defined.
 """
@@ -31,6 +32,7 @@ from . import errors as E
 from . import messages as M
 from . import transport
 from .aclient import AsyncClient
+from .client_models import ModelCalls
 from .config import from_env
 from .envelope import encode
 from .errors import WasmEngineError
@@ -75,7 +77,7 @@ class TaskFuture:
         return self._result
 
 
-class Client:
+class Client(ModelCalls):
     """Blocking client. ``with Client() as c: c.run(c.put_agent("a.wasm"), {"x": 1})``."""
 
     def __init__(self, front: str | None = None, *, timeout: float = 60.0) -> None:
@@ -209,63 +211,6 @@ class Client:
             while active[0] >= window:
                 self._pump(self.timeout)
         return [f.result(self.timeout) for f in futures]
-
-    # ------------------------------------------------------------------ models
-    def submit_generate(
-        self,
-        prompt: str | list[dict[str, str]],
-        *,
-        model: str = "smollm2",
-        on_text: Callable[[str], None] | None = None,
-        task_id: str | None = None,
-        timeout: float | None = None,
-        **params: Any,
-    ) -> TaskFuture:
-        """Queue LLM text generation (``params``: ``max_tokens``, ``temperature``,
-        ``top_k``, ``top_p``, ``seed``, ``stop``, ``device``); ``on_text`` gets each
-        piece of text as it is decoded. The result's output: see :mod:`wasm_engine.inference`."""
-        from .inference import generate_input
-
-        data = generate_input(prompt, **params)
-        task_id, rid, frames = self._book.model_frames(
-            "generate", model, data, task_id=task_id, timeout=timeout
-        )
-        on_event = None
-        if on_text is not None:
-            sink = on_text
-
-            def on_event(value: Any) -> None:
-                sink(value.get("text", "") if isinstance(value, dict) else "")
-
-        return self._request(rid, task_id, frames, None, on_event)
-
-    def generate(self, prompt: str | list[dict[str, str]], **kw: Any) -> dict[str, Any]:
-        """Generate and wait: ``{"text", "tokens", "finish", "device", …}``."""
-        out: dict[str, Any] = self.submit_generate(prompt, **kw).result(self.timeout).output
-        return out
-
-    def infer(
-        self,
-        model: str,
-        inputs: dict[str, Any],
-        *,
-        device: str | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """One tensor-model call: ``{output name: numpy array}`` (outputs the worker
-        put in shared memory are read there, copied, and their slots released)."""
-        from .inference import Reader, infer_input
-
-        task_id, rid, frames = self._book.model_frames(
-            "infer", model, infer_input(inputs, device), task_id=None, timeout=timeout
-        )
-        result = self._request(rid, task_id, frames).result(self.timeout)
-        reader = Reader(self._book.name)
-        try:
-            return reader.outputs(result.output)
-        finally:
-            reader.close()
-            self.release_tensors(result)
 
     def status(self) -> dict[str, Any]:
         header = make_header("status.get", sender=self._book.name)

@@ -16,6 +16,10 @@ heartbeat channel apart from their shell channel:
 SIGTERM (via :meth:`WorkerLoop.stop`): the task running finishes and its result
 is sent; tasks received but not started are handed back in ``worker.bye``.
 
+This module owns the sockets and the serve loop; the loop mixes in what it does
+with them: registration and each orchestrator message
+(:mod:`wasm_engine.worker_messages`), running tasks (:mod:`wasm_engine.worker_tasks`).
+
 A running task streams through the ``emit`` the loop hands its handler: each
 call sends one ``task.event`` (``seq`` 0, 1, 2 … per attempt) at once, ahead of
 the task's result on the same channel.
@@ -26,25 +30,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket as pysocket
-import time
 from collections import deque
 from typing import Any
 
 import zmq
 
-from . import errors as E
 from . import messages as M
 from . import transport
-from .children import ChildReply
 from .config import Settings
 from .envelope import Envelope, EnvelopeError, decode, encode
-from .errors import WasmEngineError
 from .heartbeat import CTRL_RECONNECT, CTRL_REHELLO, HeartbeatThread
 from .protocol import Header, make_header
 from .task_threads import TaskThreads
 from .tasks import Emit, TaskHandler
-from .tensors import TensorPlane, process, shm_namespace
+from .tensors import TensorPlane, process
+from .worker_messages import MessageHandling, worker_name
 from .worker_tasks import TaskRunning
 
 __all__ = ["CTRL_RECONNECT", "CTRL_REHELLO", "Emit", "TaskHandler", "WorkerLoop"]
@@ -53,12 +53,7 @@ log = logging.getLogger("wasm_engine.worker")
 MAX_TASK_THREADS = 1024  # tasks on threads at once, computing or waiting on children
 
 
-def worker_name(settings: Settings, kind: str) -> str:
-    """The name a worker of ``kind`` goes by: ``worker_name``, else <kind>-<host>-<pid>."""
-    return settings.worker_name or f"{kind}-{pysocket.gethostname()}-{os.getpid()}"
-
-
-class WorkerLoop(TaskRunning):
+class WorkerLoop(MessageHandling, TaskRunning):
     def __init__(
         self,
         settings: Settings,
@@ -122,35 +117,6 @@ class WorkerLoop(TaskRunning):
         )
         self._hello()
         return self._sock
-
-    def _rehello(self) -> None:
-        """The orchestrator says it does not know us. Say hello once: not again while
-        a hello is on its way (a heartbeat can overtake it, and every heartbeat until
-        the welcome gets the same answer)."""
-        window = self.settings.heartbeat_interval * self.settings.heartbeat_liveness
-        if self.registered or time.monotonic() - self._hello_at > window:
-            log.warning("orchestrator does not know us (restarted?): saying hello again")
-            self._hello()
-
-    def _hello(self) -> None:
-        self.registered = False
-        self._hello_at = time.monotonic()
-        self.pending.clear()  # an orchestrator that forgot us forgot these dispatches too
-        self.handler.end_session(None, None)  # and its sessions: their next calls start fresh
-        lost = M.Error(E.TASK_WORKER_LOST, "the orchestrator restarted", retryable=True)
-        self.threads.fail_children(ChildReply("error", lost.pack()))
-        hello = M.WorkerHello(
-            name=self.name,
-            kind=self.handler.kind,
-            credits=self.credits,
-            capabilities=self.handler.capabilities(),
-            host=pysocket.gethostname(),
-            shm_ns=shm_namespace(),
-            device=self.handler.device,
-            pid=os.getpid(),
-            segments=process.hello_segments(self.tensors) if self.tensors else [],
-        )
-        self._send(make_header("worker.hello", sender=self.name), hello.pack())
 
     def _send(self, header: Header, body: bytes, blobs: list[bytes] | None = None) -> None:
         self._out.append(encode(header, body, blobs or ()))
@@ -276,60 +242,6 @@ class WorkerLoop(TaskRunning):
                 log.warning("bad frame from orchestrator: %s", err)
                 continue
             self._on_message(env)
-
-    def _on_message(self, env: Envelope) -> None:
-        type_ = env.header.type
-        try:
-            if type_ in ("task.result", "error") and self.threads.resolve(
-                env.header.parent, type_, env.body
-            ):
-                return  # a child request answered
-            if type_ in ("task.ack", "task.event"):
-                return  # a child's ack or stream: its result is what the task waits for
-            if type_ == "task.dispatch":
-                msg = M.parse(type_, env.body)
-                if isinstance(msg, M.TaskDispatch):
-                    try:
-                        self.handler.accept(msg, env)
-                    except WasmEngineError as refused:
-                        self._reply(env, "error", M.Error(**refused.to_body()).pack())
-                        return
-                    self.pending.append((msg, env))
-            elif type_ == "worker.welcome":
-                self.registered = True
-                self._hello_at = 0.0
-                log.info("registered with the orchestrator as %s", self.identity.decode())
-            elif type_ == "session.end":
-                ended = M.parse(type_, env.body)
-                if isinstance(ended, M.SessionEnd):
-                    self.handler.end_session(ended.agent, ended.session)
-            elif type_ == "task.cancel":
-                self._cancel(env)
-            elif type_ == "shm.free":
-                freed = M.parse(type_, env.body)
-                if isinstance(freed, M.ShmFree) and self.tensors is not None:
-                    process.on_free(self.tensors, freed)
-            elif type_ == "error":
-                said = M.parse(type_, env.body)
-                if isinstance(said, M.Error) and said.code == E.WORKER_UNKNOWN:
-                    self._rehello()
-                else:
-                    log.warning("orchestrator says: %s", said)
-            else:
-                log.warning("unexpected %s on the task channel", type_)
-        except WasmEngineError as err:
-            log.warning("bad %s from orchestrator: %s", type_, err)
-
-    def _cancel(self, env: Envelope) -> None:
-        for item in list(self.pending):
-            if item[1].header.id == env.header.parent:
-                self.pending.remove(item)
-                err = WasmEngineError(E.TASK_CANCELLED, "cancelled before it started")
-                self._reply(item[1], "error", M.Error(**err.to_body()).pack())
-                return
-        cancelled = M.parse("task.cancel", env.body)
-        if isinstance(cancelled, M.TaskCancel):  # running: the handler stops it if it can
-            self.handler.cancel(cancelled.task_id)
 
     def _bye(self) -> None:
         if self._sock is not None:  # dispatches still queued in the socket were received too

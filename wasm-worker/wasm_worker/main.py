@@ -10,7 +10,8 @@ from pathlib import Path
 from wasm_engine import config
 from wasm_engine.logs import setup_logging
 from wasm_engine.tensors import process
-from wasm_engine.worker_loop import WorkerLoop, worker_name
+from wasm_engine.worker_loop import WorkerLoop
+from wasm_engine.worker_messages import worker_name
 
 from .handler import WasmHandler
 from .runtime import WasmRuntime

@@ -1,0 +1,96 @@
+"""The blocking client's model calls: :class:`ModelCalls`, mixed into :class:`Client`.
+
+``submit_generate`` / ``generate`` (LLM text, streamed as it is decoded) and
+``infer`` (one tensor-model call, its outputs read from shared memory). It builds
+the inputs with :mod:`wasm_engine.inference` and the frames with
+:class:`wasm_engine.requests.Book`; it opens and sends nothing itself: requests go
+through :class:`wasm_engine.client.Client`, which owns the socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .requests import Book, OnEvent, Result
+
+if TYPE_CHECKING:
+    from .client import TaskFuture
+
+
+class Request(Protocol):
+    """:meth:`Client._request <wasm_engine.client.Client._request>`: register and send."""
+
+    def __call__(
+        self,
+        request_id: str,
+        task_id: str,
+        frames: list[bytes],
+        agent: str | None = None,
+        on_event: OnEvent | None = None,
+    ) -> TaskFuture: ...
+
+
+class ModelCalls:
+    """Model calls for the blocking client (attributes are the client's)."""
+
+    timeout: float
+    _book: Book
+    _request: Request
+    release_tensors: Callable[[Result], int]
+
+    def submit_generate(
+        self,
+        prompt: str | list[dict[str, str]],
+        *,
+        model: str = "smollm2",
+        on_text: Callable[[str], None] | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> TaskFuture:
+        """Queue LLM text generation (``params``: ``max_tokens``, ``temperature``,
+        ``top_k``, ``top_p``, ``seed``, ``stop``, ``device``); ``on_text`` gets each
+        piece of text as it is decoded. The result's output: see :mod:`wasm_engine.inference`."""
+        from .inference import generate_input
+
+        data = generate_input(prompt, **params)
+        task_id, rid, frames = self._book.model_frames(
+            "generate", model, data, task_id=task_id, timeout=timeout
+        )
+        on_event = None
+        if on_text is not None:
+            sink = on_text
+
+            def on_event(value: Any) -> None:
+                sink(value.get("text", "") if isinstance(value, dict) else "")
+
+        return self._request(rid, task_id, frames, None, on_event)
+
+    def generate(self, prompt: str | list[dict[str, str]], **kw: Any) -> dict[str, Any]:
+        """Generate and wait: ``{"text", "tokens", "finish", "device", …}``."""
+        out: dict[str, Any] = self.submit_generate(prompt, **kw).result(self.timeout).output
+        return out
+
+    def infer(
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        *,
+        device: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """One tensor-model call: ``{output name: numpy array}`` (outputs the worker
+        put in shared memory are read there, copied, and their slots released)."""
+        from .inference import Reader, infer_input
+
+        task_id, rid, frames = self._book.model_frames(
+            "infer", model, infer_input(inputs, device), task_id=None, timeout=timeout
+        )
+        result = self._request(rid, task_id, frames).result(self.timeout)
+        reader = Reader(self._book.name)
+        try:
+            return reader.outputs(result.output)
+        finally:
+            reader.close()
+            self.release_tensors(result)
