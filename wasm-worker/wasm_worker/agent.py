@@ -1,10 +1,11 @@
-"""A compiled agent and its per-call path: :class:`Agent`, :class:`HostAgent`.
+"""A compiled agent and its per-call path: :class:`Agent`, :class:`Limits`, :class:`CallResult`.
 
 :class:`Limits` is what one call may use, :class:`CallResult` what it gives
 back. :class:`Agent` is the fast path (module :mod:`wasm_worker.runtime` has
-the ABI and the figures); :class:`HostAgent`, for a module that imports host
-calls, registers the task's :class:`~wasm_worker.hostcalls.TaskHost` around the
-same path and reports the error a host call recorded when it trapped.
+the ABI and the figures): reused and fresh instances, the call round
+(``alloc``, copy in, ``handle``, copy out) and the mapping of a trap or a
+wasmtime error to a typed :class:`WasmEngineError`. An agent that imports host
+calls is a :class:`~wasm_worker.hostagent.HostAgent`, which runs this same path.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.tasks import Calls, Emit
 from wasm_worker import capi
-from wasm_worker.hostcalls import TaskHost
+from wasm_worker.failures import _err
 
 if TYPE_CHECKING:
     from wasm_engine.tensors import TensorPlane, TensorRef
@@ -66,10 +67,6 @@ class CallResult:
     events: int = 0  # we.emit events sent
     log_dropped: int = 0  # we.log bytes over the cap
     tensors: tuple[TensorRef, ...] = ()  # we.tensor_publish handles, owned by the caller now
-
-
-def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
-    return WasmEngineError(code, message, detail=detail)
 
 
 def _mem_error(size: int, limits: Limits, why: str) -> WasmEngineError:
@@ -256,83 +253,6 @@ class Agent:
             if size + _PAGE > limits.memory_bytes:
                 return _mem_error(size, limits, "trapped with memory at its cap")
         return _err(E.WASM_TRAP, msg or capi.trap_kind(code), trap=capi.trap_kind(code))
-
-
-class HostAgent(Agent):
-    """An agent that imports host calls: each call runs with its task's
-    :class:`~wasm_worker.hostcalls.TaskHost` (seed, caps, emit sink, task id)."""
-
-    def call(
-        self,
-        data: bytes,
-        limits: Limits,
-        *,
-        reuse: bool = False,
-        task_id: str = "",
-        emit: Emit | None = None,
-        calls: Calls | None = None,
-        slot: capi.Slot | None = None,
-        tensors: TensorPlane | None = None,
-    ) -> CallResult:
-        if slot is not None:
-            return self.call_host(
-                slot, data, limits, reuse=True, task_id=task_id, emit=emit, calls=calls,
-                tensors=tensors,
-            )  # fmt: skip
-        s = self.take(reuse)
-        try:
-            return self.call_host(
-                s, data, limits, reuse=reuse, task_id=task_id, emit=emit, calls=calls,
-                tensors=tensors,
-            )  # fmt: skip
-        finally:
-            self.give(s, reuse)
-
-    def call_host(
-        self,
-        s: capi.Slot,
-        data: bytes,
-        limits: Limits,
-        *,
-        reuse: bool,
-        task_id: str = "",
-        emit: Emit | None = None,
-        calls: Calls | None = None,
-        tensors: TensorPlane | None = None,
-    ) -> CallResult:
-        """:meth:`call_in` with the task's host context registered on the slot. The
-        tensors it published are the caller's once it returns, freed if it raises."""
-        tasks = self._rt._hosts.tasks
-        tasks[s.key] = task = TaskHost(s, self.digest, task_id, limits, emit, calls, tensors)
-        try:
-            res = self.call_in(s, data, limits, reuse=reuse)
-        except BaseException:
-            task.drop_published()
-            raise
-        finally:
-            del tasks[s.key]
-            task.finish()
-        res.__dict__.update(
-            events=task.events, log_dropped=task.log_dropped, tensors=tuple(task.published)
-        )
-        return res
-
-    def _failure(self, s: capi.Slot, err: Any, limits: Limits, mem: Any) -> WasmEngineError:
-        task = self._rt._hosts.tasks.get(s.key)
-        failed = task and task.error
-        if not failed:
-            return super()._failure(s, err, limits, mem)
-        trap, s.trap.value = s.trap.value, None
-        if trap:
-            capi.take_trap(trap)
-        if err:
-            capi.take_error(err)
-        if isinstance(failed, WasmEngineError):
-            return failed
-        if not isinstance(failed, Exception):  # KeyboardInterrupt, SystemExit: not the task's
-            raise failed
-        msg = f"host call failed: {type(failed).__name__}: {failed}"
-        return _err(E.INTERNAL, msg)
 
 
 _new_result, _ns = object.__new__, time.perf_counter_ns

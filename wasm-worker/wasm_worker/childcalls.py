@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from wasm_engine import errors as E
-from wasm_engine.errors import WasmEngineError
 from wasm_worker import capi
+from wasm_worker.failures import _err
 
 if TYPE_CHECKING:
-    from .hostcalls import TaskHost
+    from .taskhost import TaskHost
 
 SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
     "spawn": (["i32", "i32"], ["i32"]),
@@ -34,10 +34,6 @@ SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
 }
 #: host calls that may block the calling task (it then runs on a task thread)
 BLOCKING = frozenset(SIGNATURES)
-
-
-def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
-    return WasmEngineError(code, message, detail=detail)
 
 
 def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:

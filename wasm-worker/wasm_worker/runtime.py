@@ -40,7 +40,9 @@ import wasmtime
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_worker import capi
-from wasm_worker.agent import Agent, CallResult, HostAgent, Limits, _err
+from wasm_worker.agent import Agent, CallResult, Limits
+from wasm_worker.failures import _err
+from wasm_worker.hostagent import HostAgent
 from wasm_worker.hostcalls import BLOCKING, HostCalls, check_imports
 
 __all__ = ["Agent", "CallResult", "HostAgent", "Limits", "WasmRuntime"]

@@ -38,7 +38,7 @@ from wasm_engine.tensors.ref import TensorRef, bad, dtype_of, nbytes_of
 from wasm_worker import capi
 
 if TYPE_CHECKING:
-    from .hostcalls import TaskHost
+    from .taskhost import TaskHost
 
 SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
     "tensor_read": (["i32", "i32", "i64", "i32", "i32"], ["i64"]),
