@@ -20,7 +20,7 @@ from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.tasks import Calls, Emit
 from wasm_worker import capi
-from wasm_worker.failures import _err
+from wasm_worker.failures import failure
 
 if TYPE_CHECKING:
     from wasm_engine.tensors import TensorPlane, TensorRef
@@ -71,7 +71,9 @@ class CallResult:
 
 def _mem_error(size: int, limits: Limits, why: str) -> WasmEngineError:
     cap = limits.memory_bytes
-    return _err(E.WASM_MEMORY_LIMIT, f"{why} ({size} of {cap} bytes)", memory_bytes=size, limit=cap)
+    return failure(
+        E.WASM_MEMORY_LIMIT, f"{why} ({size} of {cap} bytes)", memory_bytes=size, limit=cap
+    )
 
 
 class Agent:
@@ -161,7 +163,7 @@ class Agent:
     def call_in(self, s: capi.Slot, data: bytes, limits: Limits, *, reuse: bool) -> CallResult:
         """One call in slot ``s`` (its instance kept when ``reuse`` and it succeeds)."""
         if self._rt.closed:
-            raise _err(E.INTERNAL, "runtime is closed")
+            raise failure(E.INTERNAL, "runtime is closed")
         if type(data) is not bytes:
             data = bytes(data)
         t0 = _ns()
@@ -199,7 +201,7 @@ class Agent:
             raise self._failure(s, err, limits, None)
         s.size = self._mem_min  # memories only grow: a lower bound until asked again
         if not s.bind_exports(self._indices, not self._checked):
-            raise _err(E.INTERNAL, "the ABI exports moved after the load-time check")
+            raise failure(E.INTERNAL, "the ABI exports moved after the load-time check")
         self._checked = True
 
     def _round(self, s: capi.Slot, data: bytes, limits: Limits) -> tuple[bytes, int]:
@@ -215,7 +217,7 @@ class Agent:
                 if size + max(n, _PAGE) > limits.memory_bytes:  # no room left under the cap
                     raise _mem_error(size, limits, f"alloc({n}) failed at the memory cap")
                 msg = f"alloc({n}) returned {ptr:#x}, outside memory of {size} bytes"
-                raise _err(E.WASM_BAD_OUTPUT, msg, ptr=ptr, len=n, memory_bytes=size)
+                raise failure(E.WASM_BAD_OUTPUT, msg, ptr=ptr, len=n, memory_bytes=size)
         ctypes.memmove(s.base + ptr, data, n)
         s.v0_i32.value, s.v1_i32.value = ptr, n
         err = call(ctx, s.handle_fn, s.vals_addr, 2, s.trap_addr)
@@ -225,15 +227,15 @@ class Agent:
         optr, olen = packed >> 32, packed & _MASK32
         if olen > limits.max_output:
             msg = f"output of {olen} bytes is over the {limits.max_output}-byte cap"
-            raise _err(E.WASM_OUTPUT_TOO_LARGE, msg, len=olen, max_output=limits.max_output)
+            raise failure(E.WASM_OUTPUT_TOO_LARGE, msg, len=olen, max_output=limits.max_output)
         if optr + olen > s.size:
             s.size = size = capi.memory_data_size(ctx, mem)
             if optr + olen > size:
                 msg = f"output {optr:#x}+{olen} lies outside memory of {size} bytes"
-                raise _err(E.WASM_BAD_OUTPUT, msg, ptr=optr, len=olen, memory_bytes=size)
+                raise failure(E.WASM_BAD_OUTPUT, msg, ptr=optr, len=olen, memory_bytes=size)
         out = ctypes.string_at(s.base + optr, olen)
         if err := capi.get_fuel(ctx, s.fuel_addr):
-            raise _err(E.INTERNAL, f"fuel: {capi.take_error(err)}")
+            raise failure(E.INTERNAL, f"fuel: {capi.take_error(err)}")
         return out, s.fuel.value
 
     def _failure(self, s: capi.Slot, err: Any, limits: Limits, mem: Any) -> WasmEngineError:
@@ -241,18 +243,18 @@ class Agent:
         if err:  # not a trap: the host failed (no address space, a table over its cap)
             if trap:
                 capi.take_trap(trap)
-            return _err(E.INTERNAL, f"wasmtime: {capi.take_error(err)}")
+            return failure(E.INTERNAL, f"wasmtime: {capi.take_error(err)}")
         code, msg = capi.take_trap(trap or 0)
         if code == capi.TRAP_OUT_OF_FUEL:
-            return _err(E.WASM_OUT_OF_FUEL, f"out of fuel ({limits.fuel})", fuel=limits.fuel)
+            return failure(E.WASM_OUT_OF_FUEL, f"out of fuel ({limits.fuel})", fuel=limits.fuel)
         if code == capi.TRAP_INTERRUPT:
             msg = f"wall-clock deadline of {limits.timeout_s}s passed"
-            return _err(E.TASK_DEADLINE, msg, timeout_s=limits.timeout_s)
+            return failure(E.TASK_DEADLINE, msg, timeout_s=limits.timeout_s)
         if mem is not None:  # StoreLimits refuses memory.grow silently: look at the size
             size = capi.memory_data_size(s.ctx, mem)
             if size + _PAGE > limits.memory_bytes:
                 return _mem_error(size, limits, "trapped with memory at its cap")
-        return _err(E.WASM_TRAP, msg or capi.trap_kind(code), trap=capi.trap_kind(code))
+        return failure(E.WASM_TRAP, msg or capi.trap_kind(code), trap=capi.trap_kind(code))
 
 
 _new_result, _ns = object.__new__, time.perf_counter_ns

@@ -20,7 +20,7 @@ import msgpack
 
 from wasm_engine import errors as E
 from wasm_worker import capi
-from wasm_worker.failures import _err
+from wasm_worker.failures import failure
 
 if TYPE_CHECKING:
     from .taskhost import TaskHost
@@ -42,15 +42,15 @@ def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
         at = t.memory(caller, ctx, ptr, n, call)
         if t.calls is None:
             msg = f"we.{call}: this worker runs no child requests (no orchestrator link)"
-            raise _err(E.WASM_CAPABILITY_DENIED, msg, call=f"we.{call}")
+            raise failure(E.WASM_CAPABILITY_DENIED, msg, call=f"we.{call}")
         if n > t.limits.request_bytes:
             msg = f"we.{call}: a {n}-byte request is over the {t.limits.request_bytes}-byte cap"
-            raise _err(E.WASM_TRAP, msg, trap="host_limit", call=f"we.{call}", size=n)
+            raise failure(E.WASM_TRAP, msg, trap="host_limit", call=f"we.{call}", size=n)
         try:
             request = msgpack.unpackb(ctypes.string_at(at, n), max_ext_len=0, raw=False)
         except Exception as exc:
             msg = f"we.{call}: {n} bytes that are not one msgpack value ({type(exc).__name__})"
-            raise _err(E.WASM_TRAP, msg, trap="host_bad_request", call=f"we.{call}") from None
+            raise failure(E.WASM_TRAP, msg, trap="host_bad_request", call=f"we.{call}") from None
         capi.i32_at(args).value = t.calls.submit(call, request)
 
     return submit
@@ -58,7 +58,7 @@ def _child(call: str) -> Callable[[TaskHost, int, int, int], None]:
 
 def _wait(t: TaskHost, caller: int, ctx: int, args: int) -> None:
     if t.calls is None:
-        raise _err(E.WASM_CAPABILITY_DENIED, "we.wait: no child requests here", call="we.wait")
+        raise failure(E.WASM_CAPABILITY_DENIED, "we.wait: no child requests here", call="we.wait")
     reply = t.calls.wait(capi.i32_at(args).value)
     capi.i64_at(args).value = t.to_guest(caller, ctx, reply, "wait")
 

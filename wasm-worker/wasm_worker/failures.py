@@ -1,4 +1,4 @@
-"""The one constructor of the worker's typed errors: :func:`_err`.
+"""The one constructor of the worker's typed errors: :func:`failure`.
 
 :class:`~wasm_engine.errors.WasmEngineError` with its detail as keywords. It
 lives alone, importing nothing of :mod:`wasm_worker`, so that :mod:`.agent`,
@@ -13,5 +13,5 @@ from typing import Any
 from wasm_engine.errors import WasmEngineError
 
 
-def _err(code: str, message: str, **detail: Any) -> WasmEngineError:
+def failure(code: str, message: str, **detail: Any) -> WasmEngineError:
     return WasmEngineError(code, message, detail=detail)

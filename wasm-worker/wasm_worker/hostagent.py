@@ -17,7 +17,7 @@ from wasm_engine.errors import WasmEngineError
 from wasm_engine.tasks import Calls, Emit
 from wasm_worker import capi
 from wasm_worker.agent import Agent, CallResult, Limits
-from wasm_worker.failures import _err
+from wasm_worker.failures import failure
 from wasm_worker.taskhost import TaskHost
 
 if TYPE_CHECKING:
@@ -98,4 +98,4 @@ class HostAgent(Agent):
         if not isinstance(failed, Exception):  # KeyboardInterrupt, SystemExit: not the task's
             raise failed
         msg = f"host call failed: {type(failed).__name__}: {failed}"
-        return _err(E.INTERNAL, msg)
+        return failure(E.INTERNAL, msg)

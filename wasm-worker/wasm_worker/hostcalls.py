@@ -42,7 +42,7 @@ import wasmtime
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_worker import capi, childcalls, tensorcalls
-from wasm_worker.failures import _err
+from wasm_worker.failures import failure
 
 if TYPE_CHECKING:
     from .taskhost import TaskHost
@@ -72,13 +72,13 @@ def check_imports(module: wasmtime.Module, digest: str) -> set[str]:
     unknown = [f"{m}.{n}" for m, n, _ in names if m != "we" or n not in SIGNATURES]
     if unknown:
         msg = f"unknown import(s) {', '.join(unknown)}: only we.{', we.'.join(SIGNATURES)} exist"
-        raise _err(E.WASM_BAD_MODULE, msg, digest=digest, imports=unknown)
+        raise failure(E.WASM_BAD_MODULE, msg, digest=digest, imports=unknown)
     for _, name, ty in names:
         want = SIGNATURES[name]
         sig = _sig(ty) if isinstance(ty, wasmtime.FuncType) else None
         if sig != want:
             msg = f"import we.{name} must be a function {want[0]} -> {want[1]}, not {sig or ty}"
-            raise _err(E.WASM_BAD_MODULE, msg, digest=digest, imports=[f"we.{name}"])
+            raise failure(E.WASM_BAD_MODULE, msg, digest=digest, imports=[f"we.{name}"])
     return {name for _, name, _ in names}
 
 
@@ -117,7 +117,7 @@ def _emit(t: TaskHost, caller: int, ctx: int, args: int) -> None:
         msgpack.unpackb(data, max_ext_len=0, strict_map_key=False)
     except Exception as exc:
         msg = f"we.emit: {n} bytes that are not one msgpack value ({type(exc).__name__})"
-        raise _err(E.WASM_BAD_OUTPUT, msg, call="we.emit", size=n) from None
+        raise failure(E.WASM_BAD_OUTPUT, msg, call="we.emit", size=n) from None
     t.events += 1
     t.emit_bytes += n
     if t.sink is not None:
@@ -135,7 +135,7 @@ def _random(t: TaskHost, caller: int, ctx: int, args: int) -> None:
     cap = t.limits.random_bytes
     if t.random_bytes + n > cap:
         msg = f"we.random: {t.random_bytes + n} bytes asked, over the task's {cap}-byte cap"
-        raise _err(E.WASM_TRAP, msg, trap="host_limit", call="we.random", limit=cap)
+        raise failure(E.WASM_TRAP, msg, trap="host_limit", call="we.random", limit=cap)
     t.random_bytes += n
     ctypes.memmove(at, t.random(n), n)
 

@@ -41,7 +41,7 @@ from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_worker import capi
 from wasm_worker.agent import Agent, CallResult, Limits
-from wasm_worker.failures import _err
+from wasm_worker.failures import failure
 from wasm_worker.hostagent import HostAgent
 from wasm_worker.hostcalls import BLOCKING, HostCalls, check_imports
 
@@ -93,14 +93,16 @@ class WasmRuntime:
         """Compile (once per sha256 digest) and ABI-check a binary module; one
         :class:`Agent` (its reused instance) per ``key``, the module digest by default."""
         if self.closed:
-            raise _err(E.INTERNAL, "runtime is closed")
+            raise failure(E.INTERNAL, "runtime is closed")
         if not isinstance(wasm, bytes | bytearray | memoryview):
-            raise _err(E.WASM_BAD_MODULE, f"module must be bytes, not {type(wasm).__name__}")
+            raise failure(E.WASM_BAD_MODULE, f"module must be bytes, not {type(wasm).__name__}")
         wasm, cap = bytes(wasm), self.max_module_bytes
         if len(wasm) > cap:
-            raise _err(E.WASM_BAD_MODULE, f"module of {len(wasm)} bytes is over the {cap}-byte cap")
+            raise failure(
+                E.WASM_BAD_MODULE, f"module of {len(wasm)} bytes is over the {cap}-byte cap"
+            )
         if wasm[:4] != b"\0asm":
-            raise _err(E.WASM_BAD_MODULE, "not a wasm binary (no \\0asm magic; WAT is refused)")
+            raise failure(E.WASM_BAD_MODULE, "not a wasm binary (no \\0asm magic; WAT is refused)")
         digest = "sha256:" + hashlib.sha256(wasm).hexdigest()
         key = key or digest
         found = self._cache.get(key)
@@ -124,7 +126,7 @@ class WasmRuntime:
 
     def _compile(self, wasm: bytes, digest: str) -> tuple[Any, ...]:
         def bad(message: str, **detail: Any) -> WasmEngineError:
-            return _err(E.WASM_BAD_MODULE, message, digest=digest, **detail)
+            return failure(E.WASM_BAD_MODULE, message, digest=digest, **detail)
 
         try:
             module = self._module(wasm, digest)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from wasm_engine import errors as E
 from wasm_engine.tasks import Calls, Emit
 from wasm_worker import capi
-from wasm_worker.failures import _err
+from wasm_worker.failures import failure
 
 if TYPE_CHECKING:
     from wasm_engine.tensors import TensorPlane, TensorRef
@@ -65,13 +65,13 @@ class TaskHost:
             ext = ctypes.addressof(scratch)
             found = capi.caller_export_get(caller, b"memory", 6, ext)
             if not found or ctypes.c_uint8.from_address(ext).value != capi.EXTERN_KIND_MEMORY:
-                raise _err(E.WASM_TRAP, f"we.{call}: no memory export", trap="host_bad_pointer")
+                raise failure(E.WASM_TRAP, f"we.{call}: no memory export", trap="host_bad_pointer")
             mem = ext + capi.EXTERN_OF
             base, size = capi.memory_data(ctx, mem) or 0, capi.memory_data_size(ctx, mem)
         if ptr + n > size:
             msg = f"we.{call}: {ptr:#x}+{n} lies outside memory of {size} bytes"
             detail = {"call": f"we.{call}", "ptr": ptr, "len": n, "memory_bytes": size}
-            raise _err(E.WASM_TRAP, msg, trap="host_bad_pointer", **detail)
+            raise failure(E.WASM_TRAP, msg, trap="host_bad_pointer", **detail)
         return int(base) + ptr
 
     def random(self, n: int) -> bytes:
@@ -97,7 +97,7 @@ class TaskHost:
         """Copy ``data`` into memory the guest's ``alloc`` gives; ``(ptr << 32) | len``."""
         s, n = self.slot, len(data)
         if not s.store or not s.base:
-            raise _err(E.WASM_TRAP, f"we.{call}: called before the instance was ready")
+            raise failure(E.WASM_TRAP, f"we.{call}: called before the instance was ready")
         vals, trap = (capi.ValRaw * 1)(), ctypes.c_void_p()
         capi.i32_at(ctypes.addressof(vals)).value = n
         err = capi.func_call_unchecked(
@@ -109,7 +109,7 @@ class TaskHost:
             if err:
                 capi.take_error(err)
             msg = f"we.{call}: the guest's alloc({n}) for the reply failed"
-            raise _err(E.WASM_MEMORY_LIMIT, msg, call=f"we.{call}", size=n)
+            raise failure(E.WASM_MEMORY_LIMIT, msg, call=f"we.{call}", size=n)
         ptr = capi.arg_u32(ctypes.addressof(vals), 0)
         at = self.memory(caller, ctx, ptr, n, call)
         ctypes.memmove(at, data, n)
