@@ -68,7 +68,9 @@ def direct(model: TensorModel, xs: list[np.ndarray]) -> float:
 
 def through_stack(client: Client, xs: list[np.ndarray]) -> float:
     frames = [
-        client._book.model_frames("infer", "mlp", infer_input({"x": x}), task_id=None, timeout=None)
+        client._book.model_frames(
+            "infer", "mlp", infer_input({"x": x})[0], task_id=None, timeout=None
+        )
         for x in xs
     ]
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -38,6 +38,9 @@ from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
 from .requests import AgentRef, Book, ManifestLike, OnEvent, Pending, Result, agent_spec
+
+if TYPE_CHECKING:
+    from .tensors import TensorPlane  # numpy: imported only when an arena is made
 
 __all__ = ["AgentRef", "AsyncClient", "Client", "Result", "TaskFuture"]
 
@@ -80,9 +83,16 @@ class TaskFuture:
 class Client(ModelCalls):
     """Blocking client. ``with Client() as c: c.run(c.put_agent("a.wasm"), {"x": 1})``."""
 
-    def __init__(self, front: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, front: str | None = None, *, timeout: float = 60.0, shm_arena: int = 0
+    ) -> None:
+        """``shm_arena`` (bytes, 0: none): this client's own shared-memory arena, made at
+        the first ``infer`` that needs it, for inputs of 64 KiB and more; only for
+        workers on this host (same shm namespace), which read them in place."""
         self.front = front or from_env().front
         self.timeout = timeout
+        self.shm_arena = shm_arena
+        self._plane: TensorPlane | None = None
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = transport.dealer(self._ctx, self.front)
         self._poller = zmq.Poller()  # kept: Socket.poll builds a Poller per call
@@ -96,7 +106,20 @@ class Client(ModelCalls):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _tensor_plane(self) -> TensorPlane | None:
+        """The client's arena (``shm_arena`` > 0), made once; its segments are named
+        for the stack (``WASM_ENGINE_STACK``/``HOME``), so ``wasm-engine down`` reaps
+        them if this process dies without closing."""
+        if self._plane is None and self.shm_arena > 0:
+            from .tensors import process
+
+            settings = from_env().replace(shm_arena=self.shm_arena)
+            self._plane = process.plane_for(settings, self._book.name)
+        return self._plane
+
     def close(self) -> None:
+        if self._plane is not None:
+            self._plane.close()  # unlinks the arena: workers' open maps stay valid
         self._sock.close(0)
         self._ctx.term()
 

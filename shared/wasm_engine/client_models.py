@@ -16,6 +16,7 @@ from .requests import Book, OnEvent, Result
 
 if TYPE_CHECKING:
     from .client import TaskFuture
+    from .tensors import TensorPlane
 
 
 class Request(Protocol):
@@ -38,6 +39,7 @@ class ModelCalls:
     _book: Book
     _request: Request
     release_tensors: Callable[[Result], int]
+    _tensor_plane: Callable[[], TensorPlane | None]
 
     def submit_generate(
         self,
@@ -81,13 +83,22 @@ class ModelCalls:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """One tensor-model call: ``{output name: numpy array}`` (outputs the worker
-        put in shared memory are read there, copied, and their slots released)."""
+        put in shared memory are read there, copied, and their slots released). With
+        the client's ``shm_arena``, inputs of 64 KiB and more go by shm handle."""
         from .inference import Reader, infer_input
 
+        plane = self._tensor_plane()
+        data, slots = infer_input(inputs, device, plane)
         task_id, rid, frames = self._book.model_frames(
-            "infer", model, infer_input(inputs, device), task_id=None, timeout=timeout
+            "infer", model, data, task_id=None, timeout=timeout
         )
-        result = self._request(rid, task_id, frames).result(self.timeout)
+        future = self._request(rid, task_id, frames)
+        try:
+            result = future.result(self.timeout)
+        finally:
+            if plane is not None and future.done():  # answered: the worker is done reading
+                for ref in slots:  # (unanswered, they stay ours until close)
+                    plane.release(ref)
         reader = Reader(self._book.name)
         try:
             return reader.outputs(result.output)

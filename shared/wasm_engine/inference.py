@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .tensors import TensorPlane, shm_namespace
-from .tensors.values import from_value, inline
+from .errors import SHM_ARENA_FULL, WasmEngineError
+from .tensors import TensorPlane, TensorRef, shm_namespace
+from .tensors.values import from_value, inline, to_value
 
 DEFAULT_LLM = "smollm2"
 DEVICE_POLICIES = ("require_gpu", "prefer_gpu", "cpu_ok")
@@ -49,12 +50,30 @@ def generate_input(
     return body
 
 
-def infer_input(inputs: Mapping[str, Any], device: str | None = None) -> dict[str, Any]:
-    """Inline tensor values (the client has no arena of its own)."""
-    body: dict[str, Any] = {"inputs": {k: inline(np.asarray(v)) for k, v in inputs.items()}}
+def infer_input(
+    inputs: Mapping[str, Any], device: str | None = None, plane: TensorPlane | None = None
+) -> tuple[dict[str, Any], list[TensorRef]]:
+    """The ``infer`` body and the shm slots it names. Without ``plane`` every tensor goes
+    inline; with a plane that has an arena (a client's), tensors of ``INLINE_THRESHOLD``
+    and more go as shm handles, inline again when the arena has no room. The caller
+    frees the slots (``plane.release``) once the task is answered: the worker reads
+    them in place until then."""
+    values: dict[str, Any] = {}
+    refs: list[TensorRef] = []
+    for name, raw in inputs.items():
+        array = np.asarray(raw)
+        try:
+            values[name], ref = to_value(array, plane)
+        except WasmEngineError as err:
+            if err.code != SHM_ARENA_FULL:
+                raise
+            values[name], ref = inline(array), None
+        if ref is not None:
+            refs.append(ref)
+    body: dict[str, Any] = {"inputs": values}
     if device is not None:
         body["device"] = device
-    return body
+    return body, refs
 
 
 class Reader:

@@ -22,6 +22,8 @@ from inference_worker.serving import Server
 from wasm_engine import Client, WasmEngineError
 from wasm_engine import errors as E
 from wasm_engine.config import Settings
+from wasm_engine.tensors import TensorPlane
+from wasm_engine.tensors.arena import Slot
 from wasm_engine.worker_loop import WorkerLoop
 
 pytestmark = pytest.mark.slow
@@ -43,7 +45,10 @@ def server(smollm2_dir: Path) -> Iterator[Server]:
 @pytest.fixture
 def stack(make_stack: Callable[..., Settings], server: Server) -> Iterator[Settings]:
     settings = make_stack(credits=8)
-    loop = WorkerLoop(settings.replace(worker_name="inference-test"), InferenceHandler(server))
+    tensors = TensorPlane(None, owner="inference-test")  # as its main: maps others' segments
+    loop = WorkerLoop(
+        settings.replace(worker_name="inference-test"), InferenceHandler(server, tensors)
+    )
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     with Client(settings.front, timeout=10) as client:
@@ -105,11 +110,41 @@ def test_infer_through_the_stack_matches_in_process(stack: Settings, server: Ser
     assert len(rows) == 3
 
 
+def test_a_client_arena_sends_big_inputs_by_handle(stack: Settings, server: Server) -> None:
+    """With ``shm_arena`` a 128 KiB input goes as a shm handle the worker reads in place
+    (the request body stays small); its slot is free again once the answer is back."""
+    from wasm_engine.inference import infer_input
+
+    x = np.random.default_rng(2).standard_normal((64, 512)).astype(np.float32)  # 128 KiB
+    assert server.repo is not None
+    want = server.repo.models["mlp"].run({"x": x}).outputs or {}
+    with Client(stack.front, timeout=60, shm_arena=4 << 20) as client:
+        plane = client._tensor_plane()
+        assert plane is not None and plane.arena is not None
+        arena, slots, alloc = plane.arena, [], plane.arena.alloc
+
+        def counted(nbytes: int) -> Slot:
+            slots.append(nbytes)
+            return alloc(nbytes)
+
+        arena.alloc = counted  # type: ignore[method-assign]
+        got = client.infer("mlp", {"x": x})
+        assert slots == [x.nbytes]  # the input went to the client's arena…
+        assert arena.free_bytes == 4 << 20  # …and its slot came back with the answer
+        body, refs = infer_input({"x": x}, None, plane)
+        assert len(refs) == 1 and body["inputs"]["x"]["loc"] == "shm"
+        plane.release(refs[0])
+    for name, value in got.items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-6)
+    inline_body, none = infer_input({"x": x})
+    assert none == [] and len(inline_body["inputs"]["x"]["data"]) == x.nbytes
+
+
 def _infer_frames(client: Client, x: np.ndarray[Any, Any]) -> tuple[str, str, list[bytes]]:
     from wasm_engine.inference import infer_input
 
     task_id, rid, frames = client._book.model_frames(
-        "infer", "mlp", infer_input({"x": x}), task_id=None, timeout=None
+        "infer", "mlp", infer_input({"x": x})[0], task_id=None, timeout=None
     )
     return rid, task_id, frames
 
