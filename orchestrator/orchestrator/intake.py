@@ -128,20 +128,21 @@ class Intake:
             queue.push(task)
         if deadline is not None:
             heapq.heappush(s.deadlines, (deadline, task.seq, task))
-        s.event(
-            "task.queued",
-            now,
-            task_id=task.task_id,
-            trace=task.trace,
-            queue=key,
-            priority=task.priority,
-            parent=header.parent,
-            parent_task=parent.task_id if parent is not None else None,
-            kind=task.kind,
-            agent=agent,
-            name=name or None,
-            model=msg.model,
-        )
+        if s.telemetry:  # per-task events: their fields are not even built for nobody
+            s.event(
+                "task.queued",
+                now,
+                task_id=task.task_id,
+                trace=task.trace,
+                queue=key,
+                priority=task.priority,
+                parent=header.parent,
+                parent_task=parent.task_id if parent is not None else None,
+                kind=task.kind,
+                agent=agent,
+                name=name or None,
+                model=msg.model,
+            )
         if msg.ack:
             self._ack(task, side, peer, header.id, "queued")
         s.pump(now)

@@ -2,7 +2,8 @@
 
 Owns the socket ids (``FRONT``, ``BACK``), :class:`Send` (frames for one peer of
 one socket) and :class:`Outbox`, the base of the scheduler: ``outbox`` (the
-sends ``service`` flushes), ``events`` (telemetry, capped; a drop is counted),
+sends ``service`` flushes), ``events`` (telemetry, capped; a drop is counted;
+none made while ``telemetry`` is off, i.e. nobody subscribes to them),
 ``counters``, and the typed ``error`` answer. Pure: no socket is touched here.
 """
 
@@ -34,6 +35,7 @@ class Outbox:
         self.outbox: list[Send] = []
         self.events: deque[dict[str, Any]] = deque()
         self.events_cap = 20_000
+        self.telemetry = True  # False while nobody subscribes to events: none are made
         self.counters: Counter[str] = Counter()
 
     def send(
@@ -42,6 +44,8 @@ class Outbox:
         self.outbox.append(Send(sock, peer, encode(header, body, blobs)))
 
     def event(self, ev: str, now: int, **fields: Any) -> None:
+        if not self.telemetry:
+            return
         if len(self.events) >= self.events_cap:
             self.counters["telemetry_dropped"] += 1
             return

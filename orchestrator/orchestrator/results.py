@@ -100,17 +100,18 @@ class Results:
             del s.dispatches[task.dispatch_id]  # a late answer now finds nothing: late
         s.retention.add(task.task_id, finished(task, reply, now))
         s.counters["completed" if reply.ok else "failed"] += 1
-        s.event(
-            "task.done",
-            now,
-            task_id=task.task_id,
-            trace=task.trace,
-            ok=reply.ok,
-            code=code,
-            attempts=task.attempts,
-            total_us=(now - task.submitted_at) // 1000,
-            run_us=(now - task.started_at) // 1000 if task.started_at else 0,
-        )
+        if s.telemetry:
+            s.event(
+                "task.done",
+                now,
+                task_id=task.task_id,
+                trace=task.trace,
+                ok=reply.ok,
+                code=code,
+                attempts=task.attempts,
+                total_us=(now - task.submitted_at) // 1000,
+                run_us=(now - task.started_at) // 1000 if task.started_at else 0,
+            )
         self.deliver(
             task.trace, reply.type, reply.body, reply.blobs, task.side, task.client, task.submit_id
         )

@@ -163,15 +163,16 @@ class Scheduler(Outbox):
             task.task_id, task.attempts, queued_us, task.agent, reuse, session, fresh
         ).pack()
         self.send(BACK, worker.peer, header, body, blobs)
-        self.event(
-            "task.dispatched",
-            now,
-            task_id=task.task_id,
-            trace=task.trace,
-            worker=worker.name,
-            attempt=task.attempts,
-            queued_us=queued_us,
-        )
+        if self.telemetry:
+            self.event(
+                "task.dispatched",
+                now,
+                task_id=task.task_id,
+                trace=task.trace,
+                worker=worker.name,
+                attempt=task.attempts,
+                queued_us=queued_us,
+            )
 
     def requeue(self, task: Task, now: int, *, penalty: bool) -> None:
         self.children.unlend(task)

@@ -50,6 +50,9 @@ class Orchestrator:
         self.back = transport.router(self.ctx, settings.back)
         self.pub = transport.publisher(self.ctx, settings.telemetry, hwm=TELEMETRY_HWM)
         self._telemetry_seq = 0  # PUB drops silently per slow subscriber: seq lets it count
+        self._topics: set[bytes] = set()  # subscribed topic prefixes (the XPUB tells us)
+        self.scheduler.telemetry = False  # no subscriber yet: no events made
+        self._snapshots = False
         self._stop = False
         self._front_handlers: dict[str, Callable[[Envelope, int], None]] = {
             "task.submit": self._on_submit,
@@ -79,6 +82,7 @@ class Orchestrator:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.back, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)  # subscriptions
         next_tick = time.time_ns() + TICK_NS
         next_snapshot = time.time_ns() + SNAPSHOT_NS
         next_events = 0
@@ -90,12 +94,14 @@ class Orchestrator:
                 self._drain(self.back, self._on_back)
             if self.front in ready:
                 self._drain(self.front, self._on_front)
+            if self.pub in ready:
+                self._subscriptions()
             now = time.time_ns()
             if now >= next_tick:
                 self.scheduler.tick(now)
                 next_tick = now + TICK_NS
             self._flush()
-            if now >= next_snapshot:
+            if now >= next_snapshot and self._snapshots:
                 self._publish(
                     "telemetry.snapshot", M.TelemetrySnapshot(self.scheduler.snapshot(now)).pack()
                 )
@@ -138,6 +144,23 @@ class Orchestrator:
         names, self.scheduler.tensors.reclaim = self.scheduler.tensors.reclaim, []
         gone = [name for name in names if unlink(name)]
         log.info("reclaimed %d of %d shm segments of lost workers", len(gone), len(names))
+
+    def _subscriptions(self) -> None:
+        """Track what telemetry subscribers want: events are made only while some
+        subscription covers them (the monitor's, the demo's), snapshots likewise."""
+        for msg, *_ in transport.drain(self.pub):
+            if msg[:1] == b"\x01":
+                self._topics.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self._topics.discard(msg[1:])
+        sched = self.scheduler
+        sched.telemetry = self._wanted(b"telemetry.events")
+        self._snapshots = self._wanted(b"telemetry.snapshot")
+        if not sched.telemetry:
+            sched.events.clear()
+
+    def _wanted(self, topic: bytes) -> bool:
+        return any(topic.startswith(prefix) for prefix in self._topics)
 
     def _publish(self, type_: str, body: bytes) -> None:
         frames = [type_.encode(), *encode(make_header(type_, sender=self.name), body)]

@@ -69,8 +69,11 @@ def dealer(
 def publisher(
     ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *, hwm: int = 1000
 ) -> zmq.Socket[bytes]:
-    """A bound PUB: a slow subscriber loses messages, it never blocks us."""
-    sock = ctx.socket(zmq.PUB)
+    """A bound XPUB: a slow subscriber loses messages, it never blocks us. It reads
+    like a PUB's, and subscriptions arrive as messages (``b"\x01" + topic`` when a
+    topic gets its first subscriber, ``b"\x00" + topic`` when its last one leaves
+    or disconnects), so the publisher can skip making what nobody reads."""
+    sock = ctx.socket(zmq.XPUB)
     _common(sock, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     _bind(sock, endpoint)

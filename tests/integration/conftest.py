@@ -35,6 +35,7 @@ from wasm_worker.runtime import WasmRuntime
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
     stops: list[Callable[[], None]] = []
     loops: list[WorkerLoop] = []
+    orchestrators: list[Orchestrator] = []
 
     def make(**changes: Any) -> Settings:
         base: dict[str, Any] = {
@@ -47,6 +48,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
         }
         settings = Settings(**{**base, **changes})
         orch = Orchestrator(settings)
+        orchestrators.append(orch)
         orch_thread = threading.Thread(target=orch.run, daemon=True)
         orch_thread.start()
         runtime = WasmRuntime()
@@ -74,6 +76,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
         return settings
 
     make.loops = loops  # type: ignore[attr-defined]
+    make.orchestrators = orchestrators  # type: ignore[attr-defined]
     yield make
     for stop in reversed(stops):
         stop()
