@@ -14,6 +14,8 @@ takes ``{"inputs": {name: tensor value}, "device"?}`` (values: see
 ``{"outputs": {name: tensor value}, "device"}``: outputs under the inline
 threshold ride in the result, larger ones go to this worker's arena and are
 leased to the task (``stats.tensors``). ``stats.device`` is where it really ran.
+Its ``report()`` (:class:`~wasm_engine.tasks.Reporting`) gives the heartbeats
+each model's counters (:meth:`Server.report`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class InferenceHandler:
 
     def capabilities(self) -> list[str]:
         return self.server.models()
+
+    def report(self) -> dict[str, Any]:
+        """Per-model counters for the heartbeat (called on the heartbeat thread)."""
+        return self.server.report()
 
     def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
         return None

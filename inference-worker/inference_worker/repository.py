@@ -4,8 +4,9 @@ warmed up at start, run one request or one stacked batch at a time with per-requ
 Owns sessions (one per device a model is asked for), the check that a model matches its config,
 the batch run (members validated one by one: a bad member fails alone, the rest run stacked in
 one ``run``), outputs written through IOBinding into preallocated arrays, and per-model counters
-(runs, rows, device, fallbacks) for status and metrics. Folders without ``config.json`` (the LLM's
-``llm.json`` folder, the build venv) are not tensor models and are skipped.
+(:class:`~inference_worker.stats.ModelStats`: runs, batch sizes, fallbacks...) for status and the
+worker's heartbeats. Folders without ``config.json`` (the LLM's ``llm.json`` folder, the build
+venv) are not tensor models and are skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from wasm_engine.errors import (
 
 from .device import CPU, CPU_OK, CUDA, PREFER_GPU, REQUIRE_GPU, check_policy, open_session
 from .model_config import CONFIG, ModelConfig, load_config
+from .stats import ModelStats
 
 log = logging.getLogger("inference_worker.repository")
 
@@ -52,9 +54,7 @@ class TensorModel:
     threads: int | None = None
     sessions: dict[str, ort.InferenceSession] = field(default_factory=dict)  # device -> session
     gpu_unusable: bool = False
-    counters: dict[str, int] = field(
-        default_factory=lambda: {"runs": 0, "rows": 0, "requests": 0, "failed": 0, "fallbacks": 0}
-    )
+    served: ModelStats = field(default_factory=ModelStats)  # read by the heartbeat thread
 
     def open(self, policy: str) -> tuple[ort.InferenceSession, str]:
         """The session serving ``policy``, opened on first use; the device is checked from
@@ -65,7 +65,7 @@ class TensorModel:
         if policy == REQUIRE_GPU and self.gpu_unusable:
             raise WasmEngineError(INFER_DEVICE_UNAVAILABLE, "require_gpu: no usable GPU here")
         if policy == PREFER_GPU and self.gpu_unusable:
-            self.counters["fallbacks"] += 1
+            self.served.record(fallbacks=1)
             policy = CPU_OK
         if policy == CPU_OK and self.sessions:
             device = CUDA if CUDA in self.sessions else CPU
@@ -80,7 +80,7 @@ class TensorModel:
             raise
         if policy != CPU_OK and device == CPU:
             self.gpu_unusable = True
-            self.counters["fallbacks"] += 1
+            self.served.record(fallbacks=1)
         self._check_matches(sess)
         self.sessions.setdefault(device, sess)
         return self.sessions[device], device
@@ -101,6 +101,7 @@ class TensorModel:
         for rows in self.config.warmup_batches:
             zeros = {s.name: np.zeros((rows, *s.shape[1:]), s.dtype) for s in self.config.inputs}
             self.run_batch([zeros], self.config.device_policy)
+        self.served.reset()  # the counters tell what was served
 
     def run(self, inputs: Arrays, policy: str | None = None) -> Result:
         return self.run_batch([inputs], policy)[0]
@@ -117,24 +118,27 @@ class TensorModel:
                 good.append((i, self.config.check(req)))
             except WasmEngineError as err:
                 results[i] = Result(None, err, device)
-                self.counters["failed"] += 1
-        self.counters["requests"] += len(requests)
-        if good:
-            total = sum(rows for _, rows in good)
-            stacked = {
-                s.name: requests[good[0][0]][s.name] if len(good) == 1
-                else np.concatenate([requests[i][s.name] for i, _ in good])
-                for s in self.config.inputs
-            }  # fmt: skip
-            outs = self._run(sess, device, stacked, total)
-            start = 0
-            for i, rows in good:
-                results[i] = Result(
-                    {k: v[start : start + rows] for k, v in outs.items()}, None, device
-                )
-                start += rows
-            self.counters["runs"] += 1
-            self.counters["rows"] += total
+        ran = 0  # rows of the run, once it succeeded
+        try:
+            if good:
+                total = sum(rows for _, rows in good)
+                stacked = {
+                    s.name: requests[good[0][0]][s.name] if len(good) == 1
+                    else np.concatenate([requests[i][s.name] for i, _ in good])
+                    for s in self.config.inputs
+                }  # fmt: skip
+                outs = self._run(sess, device, stacked, total)
+                ran = total
+                start = 0
+                for i, rows in good:
+                    results[i] = Result(
+                        {k: v[start : start + rows] for k, v in outs.items()}, None, device
+                    )
+                    start += rows
+        finally:  # one locked update per batch; a failed run fails all its members
+            ok = len(good) if ran else 0
+            n = len(requests)
+            self.served.record(batch=ran, requests=n, failed=n - ok, device=device)
         return [r for r in results if r is not None]
 
     def _run(
@@ -161,7 +165,7 @@ class TensorModel:
         return {
             "devices": sorted(self.sessions),
             "max_batch": self.config.max_batch,
-            **self.counters,
+            **self.served.report(),
         }
 
 

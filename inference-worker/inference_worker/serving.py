@@ -7,6 +7,8 @@ steps) and the tensor model repository with its dynamic batcher (concurrent
 ``infer`` requests stacked into one run up to ``max_batch`` or the model's
 ``max_queue_delay``). Neither engine is thread-safe; this module is the only
 caller. Streamed text goes to each request's ``on_text`` as it is decoded.
+:meth:`Server.report` (any thread) copies every model's counters for the
+worker's heartbeats (``inference_worker.stats``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 
 from .batcher import Batch, DynamicBatcher, Limits
-from .device import CUDA, REQUIRE_GPU, check_policy
+from .device import CUDA, PREFER_GPU, REQUIRE_GPU, check_policy
 from .llm import GenerateParams, LLMEngine
 from .repository import ModelRepository, Result
 
@@ -44,6 +46,7 @@ class _Gen:
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None
+    fallback: bool = False  # asked prefer_gpu, runs on CPU
 
 
 class Server:
@@ -65,6 +68,15 @@ class Server:
     def models(self) -> list[str]:
         names = sorted(self.repo.models) if self.repo else []
         return ([self.llm_name] if self.llm else []) + names
+
+    def report(self) -> dict[str, Any]:
+        """``{"models": {name: counters}}``, each model's copied under its lock (any thread)."""
+        models: dict[str, Any] = {}
+        if self.llm is not None:
+            models[self.llm_name] = self.llm.served.report()
+        for name, model in list(self.repo.models.items()) if self.repo else ():
+            models[name] = model.served.report()
+        return {"models": models}
 
     # ------------------------------------------------------------------ any thread
     def generate(
@@ -88,7 +100,8 @@ class Server:
             future.set_exception(WasmEngineError(E.INFER_DEVICE_UNAVAILABLE, msg))
             return future
         deadline = time.monotonic() + timeout if timeout is not None else None
-        self._inbox.put(("generate", (rid, prompt, params, _Gen(future, on_text, deadline))))
+        gen = _Gen(future, on_text, deadline, fallback=policy == PREFER_GPU)
+        self._inbox.put(("generate", (rid, prompt, params, gen)))
         return future
 
     def infer(
@@ -135,11 +148,16 @@ class Server:
         what, args = item
         if what == "generate":
             rid, prompt, params, gen = args
+            llm = self.llm
+            assert llm is not None
+            fallback = int(gen.fallback and llm.device != CUDA)
             try:
-                gen.prompt_tokens = self.llm.add(rid, prompt, params)  # type: ignore[union-attr]
+                gen.prompt_tokens = llm.add(rid, prompt, params)
             except WasmEngineError as err:
+                llm.served.record(requests=1, failed=1)
                 gen.future.set_exception(err)
                 return
+            llm.served.record(requests=1, fallbacks=fallback)
             self._gens[rid] = gen
         elif what == "infer":
             rid, model, payload, rows = args
@@ -159,6 +177,7 @@ class Server:
             events = self.llm.step()
         except Exception as exc:  # an ORT failure fails the running requests, not the worker
             log.exception("LLM step failed")
+            self.llm.served.record(failed=len(self._gens))
             for rid, failed in list(self._gens.items()):
                 self.llm.cancel(rid)
                 failed.future.set_exception(WasmEngineError(E.INTERNAL, f"LLM step: {exc}"))

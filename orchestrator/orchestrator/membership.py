@@ -6,12 +6,17 @@ liveness verdict on silent workers, kept in the scheduler's
 :class:`~orchestrator.workers.Registry`. A worker that leaves or is lost hands
 its dispatches back to the scheduler to requeue; the attempt counts unless the
 worker handed the task back in its bye or dropped it by saying hello again.
+A heartbeat's ``stats`` (an inference worker's counters) is kept on the
+worker's record for the snapshot, and what it added since the previous one
+goes out as one ``infer.stats`` event (:mod:`.infer_stats`); a record's first
+report is only its baseline, so a worker that registers again (a reconnect, a
+restarted orchestrator) does not count its past twice.
 Part of the :class:`~orchestrator.scheduler.Scheduler`, and as pure as it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
@@ -24,6 +29,7 @@ from wasm_engine.messages import (
 )
 from wasm_engine.protocol import Header, make_header
 
+from .infer_stats import deltas
 from .outbox import BACK
 from .tasks import State
 from .workers import Worker
@@ -89,6 +95,14 @@ class Membership:
             make_header("worker.heartbeat", parent=header.id, sender=s.name),
             echo.pack(),
         )
+        if msg.stats:
+            self._stats(worker, msg.stats, now)
+
+    def _stats(self, worker: Worker, stats: dict[str, Any], now: int) -> None:
+        models = deltas(worker.stats, stats) if worker.stats else []  # the first: a baseline
+        worker.stats = stats
+        if models:
+            self.sched.event("infer.stats", now, worker=worker.name, models=models)
 
     def credit(self, worker: Worker, msg: WorkerCredit, now: int) -> None:
         worker.credits = msg.credits

@@ -1,14 +1,16 @@
 """The worker registry: who is connected, what they can run, what they hold.
 
 Owns each worker's record (from ``worker.hello``), its credits and in-flight
-dispatches, its liveness, and the choice of a worker for a queue. Pure state:
-the scheduler feeds it events with ``now`` and acts on what it returns.
+dispatches, its liveness, its last reported ``stats``, and the choice of a
+worker for a queue. Pure state: the scheduler feeds it events with ``now`` and
+acts on what it returns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from wasm_engine.liveness import Liveness
 from wasm_engine.messages import WorkerHello
@@ -32,6 +34,7 @@ class Worker:
     state: str = "ready"  # ready | draining
     completed: int = 0
     lent: int = 0  # its tasks now waiting on child requests: their credits are lent
+    stats: dict[str, Any] = field(default_factory=dict)  # its last heartbeat's stats
 
     @property
     def free(self) -> int:
@@ -63,6 +66,7 @@ class Worker:
             "device": self.device,
             "pid": self.pid,
             "uptime_s": round((now - self.registered_at) / 1e9, 3),
+            "stats": self.stats,
         }
 
 

@@ -9,6 +9,9 @@ Pirate), a ``worker.unknown`` answer (the orchestrator restarted) means say
 hello again. It tells the loop's main thread through an inproc PAIR socket
 (:data:`CTRL_RECONNECT`, :data:`CTRL_REHELLO`) and raises the loop's
 ``ctrl_waiting`` flag. It sees the loop only through :class:`LoopView`.
+Each beat carries the handler's counters as ``stats`` when the handler has
+``report()`` (:class:`~wasm_engine.tasks.Reporting`); a report that fails is
+logged once and the beats go on without it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .config import Settings
 from .envelope import EnvelopeError, decode, encode
 from .liveness import Backoff, Liveness
 from .protocol import make_header
+from .tasks import Reporting, TaskHandler
 
 log = logging.getLogger("wasm_engine.worker")
 CTRL_REHELLO, CTRL_RECONNECT = b"rehello", b"reconnect"
@@ -43,6 +47,7 @@ class LoopView(Protocol):
     name: str
     ctrl_waiting: bool
     registered: bool  # the orchestrator welcomed the current hello
+    handler: TaskHandler  # its optional report() fills the beats' stats
 
     def inflight(self) -> int: ...
 
@@ -58,6 +63,9 @@ class HeartbeatThread(threading.Thread):
             int(s.heartbeat_interval * 1e9), s.heartbeat_liveness, time.monotonic_ns()
         )
         self.backoff = Backoff(initial_s=s.heartbeat_interval, cap_s=30.0)
+        handler = loop.handler
+        self._report = handler.report if isinstance(handler, Reporting) else None
+        self._report_failed = False
 
     def run(self) -> None:
         ctx = self.loop.ctx
@@ -101,13 +109,29 @@ class HeartbeatThread(threading.Thread):
         self.loop.ctrl_waiting = True  # after the send: the main thread then finds it
 
     def _beat(self, sock: zmq.Socket[bytes]) -> None:
-        body = M.WorkerHeartbeat(self.loop.identity.decode(), self.loop.inflight()).pack()
         with contextlib.suppress(zmq.Again):  # not connected yet: liveness handles silence
             transport.send(
                 sock,
-                encode(make_header("worker.heartbeat", sender=self.loop.name), body),
+                encode(make_header("worker.heartbeat", sender=self.loop.name), self._body()),
                 transport.NOBLOCK,
             )
+
+    def _body(self) -> bytes:
+        """The beat, with the handler's counters as ``stats``; without them when it has no
+        ``report`` or the report fails (logged once: a bug there must not stop the beats,
+        or the worker would be declared lost)."""
+        worker, inflight = self.loop.identity.decode(), self.loop.inflight()
+        if self._report is not None:
+            try:
+                stats = self._report()
+                if not isinstance(stats, dict):
+                    raise TypeError(f"report() returned {type(stats).__name__}, not a dict")
+                return M.WorkerHeartbeat(worker, inflight, stats).pack()
+            except Exception:
+                if not self._report_failed:
+                    log.exception("the handler's report failed: heartbeats go without stats")
+                self._report_failed = True
+        return M.WorkerHeartbeat(worker, inflight).pack()
 
     def _answer(self, sock: zmq.Socket[bytes], ctrl: zmq.Socket[bytes]) -> None:
         while True:

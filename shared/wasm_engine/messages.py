@@ -189,6 +189,9 @@ class WorkerWelcome(Message):
 class WorkerHeartbeat(Message):
     worker: str  # routing id of the worker's task channel
     inflight: int = 0
+    # the handler's cumulative counters (``TaskHandler``'s optional ``report()``); empty: none.
+    # Inference workers: {"models": {name: {runs, rows, requests, failed, fallbacks, batches}}}
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @message("worker.credit")

@@ -7,7 +7,7 @@ the loop hands one to each ``run`` and sends each value as a ``task.event``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import messages as M
 from .envelope import Envelope
@@ -15,7 +15,7 @@ from .envelope import Envelope
 if TYPE_CHECKING:
     from .children import Link
 
-__all__ = ["Calls", "Emit", "TaskHandler"]
+__all__ = ["Calls", "Emit", "Reporting", "TaskHandler"]
 
 #: Sends one msgpack value (its bytes, spliced as they are) as the running task's next event.
 Emit = Callable[[bytes], None]
@@ -68,3 +68,15 @@ class TaskHandler(Protocol):
         ``link`` (given when :meth:`may_block` said so) carries child requests.
         Raise :class:`WasmEngineError` for a typed failure."""
         ...
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """Optional for a :class:`TaskHandler`: counters every ``worker.heartbeat`` carries as
+    ``stats`` (docs/protocol.md). A handler without ``report`` sends ``{}``.
+
+    Called from the heartbeat thread while tasks run: it must return a copy that no other
+    thread mutates afterwards (take it under the lock the writers hold), never a live dict.
+    """
+
+    def report(self) -> dict[str, Any]: ...

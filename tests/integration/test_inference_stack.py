@@ -183,6 +183,20 @@ def test_bad_requests_get_typed_errors_and_the_worker_serves_on(
         assert "Paris" in client.generate(QUESTION, max_tokens=12)["text"]
 
 
+def test_the_report_counts_llm_requests_refusals_and_fallbacks(server: Server) -> None:
+    """What the worker's heartbeats carry for the LLM (``Server.report``, any thread)."""
+    before = server.report()["models"]["smollm2"]
+    ok = server.generate("r-ok", QUESTION, GenerateParams(max_tokens=4), "prefer_gpu", None)
+    long = server.generate("r-long", "word " * 600, GenerateParams(max_tokens=4), "cpu_ok", None)
+    assert ok.result(60)["tokens"] >= 1
+    with pytest.raises(WasmEngineError):
+        long.result(60)
+    after = server.report()["models"]["smollm2"]
+    assert (after["requests"] - before["requests"], after["failed"] - before["failed"]) == (2, 1)
+    assert after["fallbacks"] - before["fallbacks"] == int(after["device"] == "cpu")
+    assert sum(after["batches"].values()) == after["runs"]
+
+
 def test_a_client_gone_mid_stream_leaves_the_batch(stack: Settings, server: Server) -> None:
     assert server.llm is not None
     cancelled = server.llm.counters["cancelled"]

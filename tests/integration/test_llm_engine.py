@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,25 @@ def test_same_seed_same_text_in_and_out_of_a_batch(llm: LLMEngine) -> None:
     llm.add("g", "What is 2+2?", GenerateParams(max_tokens=30))
     batched = drain(llm)
     assert [e.token_id for e in batched["s"]] == a.tokens
+
+
+def test_decode_steps_are_counted_by_the_sequences_sharing_them(llm: LLMEngine) -> None:
+    """The batch sizes the heartbeats report for the LLM: one run per batched decode step,
+    sized by its sequences (a prefill serves one request and is not a run)."""
+    before, steps = llm.served.report(), llm.counters["decode_steps"]
+    for i, prompt in enumerate(PROMPTS[:3]):
+        llm.add(f"served-{i}", prompt, GenerateParams(max_tokens=6))
+    tokens = sum(len(evs) for evs in drain(llm).values())
+    after = llm.served.report()
+    ran = Counter(after["batches"])
+    ran.subtract(before["batches"])
+    ran = +ran
+    assert after["runs"] - before["runs"] == llm.counters["decode_steps"] - steps
+    assert sum(ran.values()) == after["runs"] - before["runs"]
+    # every token but each request's first (its prefill's) came from a decode step
+    assert sum(int(size) * n for size, n in ran.items()) == after["rows"] - before["rows"]
+    assert after["rows"] - before["rows"] == tokens - 3
+    assert "3" in ran and set(ran) <= {"1", "2", "3"}
 
 
 def test_stop_sequence_and_max_tokens(llm: LLMEngine) -> None:

@@ -69,7 +69,10 @@ def test_batch_equals_one_at_a_time_and_a_bad_member_fails_alone(repo: ModelRepo
         alone = model.run(reqs[i], "cpu_ok").outputs
         assert alone is not None and results[i].outputs is not None
         np.testing.assert_allclose(results[i].outputs["probs"], alone["probs"], rtol=1e-5)
-    assert model.status()["runs"] >= 1 and model.status()["failed"] >= 4
+    served = model.status()  # since warm-up: the batch (2 good members, 3 rows), each alone
+    counts = {k: served[k] for k in ("runs", "rows", "requests", "failed", "fallbacks")}
+    assert counts == {"runs": 3, "rows": 6, "requests": 8, "failed": 4, "fallbacks": 0}
+    assert served["batches"] == {"1": 1, "2": 1, "3": 1} and served["device"] == "cpu"
 
 
 def test_batcher_feeds_the_repository(repo: ModelRepository) -> None:
@@ -130,9 +133,9 @@ def test_device_policy_on_a_machine_without_a_usable_gpu(repo: ModelRepository) 
     first = model.run({"x": rows(1)}, "prefer_gpu")
     if first.device == "cuda":
         pytest.skip("a GPU is usable here")
-    before = model.counters["fallbacks"]
+    before = model.served["fallbacks"]
     assert model.run({"x": rows(1)}, "prefer_gpu").device == "cpu"
-    assert model.counters["fallbacks"] == before + 1
+    assert model.served["fallbacks"] == before + 1
     with pytest.raises(WasmEngineError) as err:
         model.run({"x": rows(1)}, "require_gpu")
     assert err.value.code == "infer.device_unavailable"

@@ -204,12 +204,15 @@ class Harness:
         assert worker is not None, f"{peer!r} is not registered"
         return worker
 
-    def heartbeat(self, peer: bytes) -> Header:
-        """A heartbeat on the worker's heartbeat channel, naming its task channel."""
+    def heartbeat(self, peer: bytes, stats: dict[str, Any] | None = None) -> Header:
+        """A heartbeat on the worker's heartbeat channel, naming its task channel (and
+        carrying the worker's ``stats``, through the wire format)."""
         channel = b"hb-" + peer
         header = make_header("worker.heartbeat", sender=peer.decode())
+        msg = M.parse("worker.heartbeat", M.WorkerHeartbeat(peer.decode(), 0, stats or {}).pack())
+        assert isinstance(msg, M.WorkerHeartbeat)
         self.sched.touch(channel, self.now)  # the service touches every back frame's sender
-        self.sched.heartbeat(channel, header, M.WorkerHeartbeat(peer.decode(), 0), self.now)
+        self.sched.heartbeat(channel, header, msg, self.now)
         return header
 
     def reply(

@@ -62,6 +62,7 @@ def test_snapshot_shape_and_status_reply(h: Harness) -> None:
             "device": "cpu",
             "pid": 4242,
             "uptime_s": 2.5,
+            "stats": {},
         }
     ]
     assert snap["queues"] == {"wasm": {"depth": 0, "limit": 100}}

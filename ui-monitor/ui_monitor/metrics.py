@@ -3,7 +3,10 @@
 Owns :class:`Metrics`: counters and histograms fed by telemetry events
 (:meth:`Metrics.observe`), and a collector that reads the latest status snapshot
 and the :class:`~ui_monitor.state.MonitorState` at scrape time (queue depths,
-workers, shared memory, the orchestrator's own counters). Every family is
+workers, shared memory, the orchestrator's own counters, and the inference
+batch sizes, fallbacks and devices the state counted from events: an
+``infer.stats`` event reports many runs at once, so they are kept as counts,
+not observed one by one). Every family is
 registered from the start, so a scrape lists the shm and inference metrics
 before any data exists. No process-global registry: two monitors in one
 process (tests) do not collide.
@@ -16,7 +19,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .state import WORKER_EVENTS, MonitorState
@@ -55,17 +63,6 @@ class Metrics:
         self.worker_events = Counter(
             "wasm_engine_worker_events", "Workers joined, lost, left", ["event"], registry=r
         )
-        self.batch = Histogram(
-            "wasm_engine_inference_batch_size", "Inference batch sizes reported",
-            buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.fallbacks = Counter(
-            "wasm_engine_inference_fallbacks", "GPU requests run on CPU, by model", ["model"],
-            registry=r,
-        )  # fmt: skip
-        self.devices = Counter(
-            "wasm_engine_inference_tasks", "Tasks by device used", ["device"], registry=r
-        )
         self.shm_events = Counter(
             "wasm_engine_shm_events", "Shared-memory segment and lease events", ["event"],
             registry=r,
@@ -89,8 +86,6 @@ class Metrics:
                     self.latency.observe(ev["total_us"] / 1e6)
                 if isinstance(ev.get("run_us"), int) and ev["run_us"] > 0:
                     self.run.observe(ev["run_us"] / 1e6)
-                if isinstance(ev.get("device"), str):
-                    self.devices.labels(ev["device"]).inc()
             elif name == "task.queued":
                 self.queued.labels(str(ev.get("queue"))).inc()
             elif name == "task.dispatched":
@@ -104,11 +99,6 @@ class Metrics:
                 self.worker_events.labels(name.split(".", 1)[1]).inc()
             elif name.startswith("shm."):
                 self.shm_events.labels(name).inc()
-            batch = ev.get("batch", ev.get("batch_size"))
-            if isinstance(batch, int) and batch > 0:
-                self.batch.observe(batch)
-            if ev.get("fallback") or "fallback" in name:
-                self.fallbacks.labels(str(ev.get("model") or ev.get("queue") or "?")).inc()
         self.telemetry.inc(n)
 
     def render(self) -> bytes:
@@ -152,6 +142,7 @@ class _SnapshotCollector(Collector):
         yield from self._workers(status.get("workers") or [])
         yield from self._counters(status.get("counters") or {})
         yield from self._shm()
+        yield from self._inference()
 
     @staticmethod
     def _workers(workers: list[dict[str, Any]]) -> Iterator[Metric]:
@@ -212,3 +203,30 @@ class _SnapshotCollector(Collector):
         segments.add_metric([], shm.segment_count())
         yield leases
         yield segments
+
+    def _inference(self) -> Iterator[Metric]:
+        inf = self.state.inference
+        sizes = sorted(inf.batches.items())
+        buckets, below, i = [], 0, 0
+        for bound in BATCH_BUCKETS:
+            while i < len(sizes) and sizes[i][0] <= bound:
+                below += sizes[i][1]
+                i += 1
+            buckets.append((str(float(bound)), below))  # "1.0": as Histogram writes le
+        buckets.append(("+Inf", sum(n for _, n in sizes)))
+        yield HistogramMetricFamily(
+            "wasm_engine_inference_batch_size", "Inference batch sizes run (runs per size)",
+            buckets=buckets, sum_value=sum(size * n for size, n in sizes),
+        )  # fmt: skip
+        fallbacks = CounterMetricFamily(
+            "wasm_engine_inference_fallbacks", "GPU requests run on CPU, by model", labels=["model"]
+        )
+        for model, n in sorted(inf.fallbacks.items()):
+            fallbacks.add_metric([model], n)
+        yield fallbacks
+        devices = CounterMetricFamily(
+            "wasm_engine_inference_tasks", "Tasks by device used", labels=["device"]
+        )
+        for device, n in sorted(inf.devices.items()):
+            devices.add_metric([device], n)
+        yield devices

@@ -2,7 +2,8 @@
 
 Owns :class:`Shm` (segments and leases by owner, from ``shm.*`` events or a
 ``shm`` section of the status snapshot) and :class:`Inference` (batch sizes,
-devices, GPU→CPU fallbacks from any event that carries them). Both read their
+devices, GPU→CPU fallbacks from ``infer.stats`` and any event that carries
+them; the page and the Prometheus metrics both read it). Both read their
 fields defensively: these reports come from services that are still growing,
 so a missing or oddly typed field is skipped, never an error, and an empty
 account reads "none yet" on the page. Pure: no clock, no I/O.
@@ -109,33 +110,73 @@ class Shm:
         }
 
 
+def batch_counts(ev: dict[str, Any]) -> dict[int, int]:
+    """The batch sizes one event (or ``infer.stats`` entry) reports, ``{size: runs}``: its
+    ``batches`` map (``{"<size>": count}``), else one ``batch``/``batch_size``."""
+    sizes = ev.get("batches")
+    if isinstance(sizes, dict):
+        out: dict[int, int] = {}
+        for key, value in sizes.items():
+            size = int(key) if isinstance(key, str) and key.isdecimal() and len(key) < 10 else None
+            size = _int(key) if size is None else size
+            n = _int(value)
+            if size is not None and size > 0 and n is not None and n > 0:
+                out[size] = out.get(size, 0) + n
+        return out
+    batch = _int(ev.get("batch"))
+    if batch is None:
+        batch = _int(ev.get("batch_size"))
+    return {batch: 1} if batch is not None and batch > 0 else {}
+
+
+def fallback_count(name: str, ev: dict[str, Any]) -> int:
+    """GPU→CPU fallbacks one event reports: its ``fallbacks`` count, else 1 for a truthy
+    ``fallback`` or an event named ``*fallback*``."""
+    n = _int(ev.get("fallbacks"))
+    if n is not None:
+        return max(n, 0)
+    return int(bool(ev.get("fallback")) or "fallback" in name)
+
+
+def _parts(ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """An ``infer.stats`` event's per-model entries (``models``), else the event itself."""
+    models = ev.get("models")
+    if isinstance(models, list):
+        return [m for m in models if isinstance(m, dict)]
+    return [ev]
+
+
 class Inference:
-    """Batch sizes, devices used and fallbacks, from the fields events carry:
-    ``batch``/``batch_size`` (one count per event), ``device``, ``fallback`` (truthy),
-    or an event whose name says ``fallback`` (``infer.fallback``)."""
+    """Batch sizes, devices used and fallbacks, from the fields events carry: an
+    ``infer.stats`` event's ``models`` entries (``batches`` {size: count}, ``fallbacks``,
+    ``requests``, ``device``: what a worker ran since its last heartbeat), or any event's
+    ``batch``/``batch_size`` (one run), ``device`` (``task.done``: one task), ``fallback``
+    (truthy), or a name that says ``fallback`` (``infer.fallback``)."""
 
     def __init__(self) -> None:
-        self.batches: Counter[int] = Counter()
-        self.devices: Counter[str] = Counter()
-        self.fallbacks: Counter[str] = Counter()
+        self.batches: Counter[int] = Counter()  # batch size -> runs
+        self.devices: Counter[str] = Counter()  # device -> tasks
+        self.fallbacks: Counter[str] = Counter()  # model -> fallbacks
 
-    def apply(self, name: str, ev: dict[str, Any]) -> tuple[int | None, bool]:
-        """Account one event; returns (its batch size or None, whether it was a fallback)."""
-        batch = _int(ev.get("batch"))
-        if batch is None:
-            batch = _int(ev.get("batch_size"))
-        if batch is not None and batch > 0:
-            self.batches[batch] += 1
-        else:
-            batch = None
-        device = _str(ev.get("device"))
-        if device is not None and name == "task.done":
-            self.devices[device] += 1
-        fallback = bool(ev.get("fallback")) or "fallback" in name
-        if fallback:
-            model = _str(ev.get("model")) or _str(ev.get("queue")) or "?"
-            self.fallbacks[model] += 1
-        return batch, fallback
+    def apply(self, name: str, ev: dict[str, Any]) -> tuple[dict[int, int], int]:
+        """Account one event; returns its batch sizes ({size: runs}) and fallbacks."""
+        sizes: Counter[int] = Counter()
+        fallbacks = 0
+        for part in _parts(ev):
+            sizes.update(batch_counts(part))
+            n = fallback_count(name, part)
+            if n:
+                model = _str(part.get("model")) or _str(part.get("queue")) or "?"
+                self.fallbacks[model] += n
+                fallbacks += n
+            device = _str(part.get("device"))
+            served = _int(part.get("requests")) or 0  # a worker's report: served there
+            if device is not None and name == "task.done":
+                self.devices[device] += 1
+            elif device is not None and "batches" in part and served > 0:
+                self.devices[device] += served
+        self.batches.update(sizes)
+        return dict(sizes), fallbacks
 
     def view(self) -> dict[str, Any]:
         return {

@@ -126,13 +126,13 @@ class Series:
         if slot is not None:
             slot[name] += n
 
-    def sample(self, second: int, name: str, value: float) -> None:
+    def sample(self, second: int, name: str, value: float, n: int = 1) -> None:
         ring = self.samples.get(name)
         if ring is None:
             ring = self.samples[name] = Ring(self.seconds, LogHistogram)
         slot = ring.at(second)
         if slot is not None:
-            slot.add(value)
+            slot.add(value, n)
 
     def gauge(self, second: int, values: dict[str, float]) -> None:
         slot = self.gauges.at(second)

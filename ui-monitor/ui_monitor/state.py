@@ -86,9 +86,9 @@ class MonitorState:
         self.traces.apply(ev)
         if name.startswith("shm."):
             self.shm.apply(name, ev)
-        batch, _fallback = self.inference.apply(name, ev)
-        if batch is not None:
-            self.series.sample(sec, "batch", batch)
+        sizes, _fallbacks = self.inference.apply(name, ev)
+        for size, runs in sizes.items():
+            self.series.sample(sec, "batch", size, runs)
         if name == "task.queued":
             self.series.count(sec, "queued")
             queue = ev.get("queue")

@@ -6,7 +6,8 @@ prefill (which yields their first token). A request leaves the batch when it fin
 sequence, ``max_tokens``, context full) or is ``cancel``-led; its KV row is free for the next at
 once. Each request samples from its own seeded Generator, so its text does not depend on what it
 was batched with (greedy batched output is token-for-token the batch-1 output: tested).
-Not thread-safe: the worker calls it from one thread.
+Not thread-safe: the worker calls it from one thread. Only ``served`` (each decode step's batch
+size, :class:`~inference_worker.stats.ModelStats`) may be read from another.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import onnxruntime as ort
 from wasm_engine.errors import INFER_BAD_INPUT, INFER_PROMPT_TOO_LONG, WasmEngineError
 
 from ..device import CPU, CPU_OK, open_session
+from ..stats import ModelStats
 from .chat import ChatTokenizer, Detokenizer, Message
 from .kvcache import KVCache
 from .params import GenerateParams
@@ -98,6 +100,7 @@ class LLMEngine:
         self.active: dict[int, _Seq] = {}  # slot -> sequence
         self._by_id: dict[str, _Seq] = {}
         self.counters = {"prompt_tokens": 0, "tokens": 0, "decode_steps": 0, "cancelled": 0}
+        self.served = ModelStats(self.device)  # sequences per decode step, for the heartbeats
         log.info(
             "LLM %s on %s: batch %d, context %d, KV %.0f MiB",
             self.spec.name, self.device, max_batch, self.context, self.kv.bytes / 2**20,
@@ -181,6 +184,7 @@ class LLMEngine:
         while self.busy:
             self.step()
         self.counters.update(prompt_tokens=0, tokens=0, decode_steps=0)
+        self.served.reset()
 
     def generate(
         self, prompt: str | Sequence[Message], params: GenerateParams | None = None
@@ -250,6 +254,7 @@ class LLMEngine:
             mask[slot, : seq.kv_len + 1] = 1
         logits = self._run(ids, mask, 0, rows, self._logits[:rows])
         self.counters["decode_steps"] += 1
+        self.served.record(batch=len(self.active), device=self.device)
         events = []
         for slot, seq in list(self.active.items()):
             seq.kv_len += 1
