@@ -4,7 +4,8 @@ The worker loop calls :meth:`InferenceHandler.start` on its I/O thread: the
 request goes to the engine thread (:mod:`inference_worker.serving`) and the
 answer is sent from there when it is done, so no thread waits per task and
 every request in hand can join the batch. A ``generate`` past its
-``limits.timeout`` (or its deadline) leaves the batch with ``task.deadline``; the
+``limits.timeout`` (or its deadline) leaves the batch with ``task.deadline``, and an
+``infer`` still waiting for its batch then is not run (``task.deadline``); the
 orchestrator's ``task.cancel`` (cancelled, deadline, client gone) does the same.
 ``generate`` streams each piece of decoded text as a ``task.event``
 (``{"text": …}``) and returns ``{"text", "tokens", "finish", "prompt_tokens",
@@ -107,7 +108,7 @@ class InferenceHandler:
                 gen = self._generate(rid, body, emit, _timeout(submit, env))
                 gen.add_done_callback(lambda f: finish(_generated(task_id, f)))
             elif submit.kind == "infer":
-                inf = self._infer(rid, submit, body)
+                inf = self._infer(rid, submit, body, _timeout(submit, env))
                 inf.add_done_callback(lambda f: finish(self._inferred(task_id, f)))
             else:
                 msg = f"kind {submit.kind!r} is not served here"
@@ -144,12 +145,14 @@ class InferenceHandler:
 
         return self.server.generate(rid, prompt, params, policy, on_text, timeout)
 
-    def _infer(self, rid: str, submit: M.TaskSubmit, body: dict[str, Any]) -> Future[Result]:
+    def _infer(
+        self, rid: str, submit: M.TaskSubmit, body: dict[str, Any], timeout: float | None
+    ) -> Future[Result]:
         raw = body.get("inputs")
         if not isinstance(raw, dict) or not raw:
             raise WasmEngineError(E.INFER_BAD_INPUT, "infer: 'inputs' must be a map of tensors")
         inputs = {str(k): from_value(v, self.tensors) for k, v in raw.items()}
-        return self.server.infer(rid, str(submit.model), inputs, body.get("device"))
+        return self.server.infer(rid, str(submit.model), inputs, body.get("device"), timeout)
 
     def _inferred(self, task_id: str, future: Future[Result]) -> M.TaskResult | BaseException:
         """Outputs under the inline threshold ride in the result; larger ones go to this

@@ -49,6 +49,14 @@ class _Gen:
     fallback: bool = False  # asked prefer_gpu, runs on CPU
 
 
+@dataclass
+class _Infer:
+    inputs: Mapping[str, np.ndarray[Any, Any]]
+    policy: str | None
+    future: Future[Result]
+    deadline: float | None = None  # time.monotonic() after which it is not run
+
+
 class Server:
     """Accepts requests from any thread; runs them on its own."""
 
@@ -105,14 +113,22 @@ class Server:
         return future
 
     def infer(
-        self, rid: str, model: str, inputs: Mapping[str, np.ndarray[Any, Any]], policy: str | None
+        self,
+        rid: str,
+        model: str,
+        inputs: Mapping[str, np.ndarray[Any, Any]],
+        policy: str | None,
+        timeout: float | None = None,
     ) -> Future[Result]:
+        """Queue one request for the model's batcher; one still waiting ``timeout``
+        seconds from now is not run: ``task.deadline`` (a run already started ends)."""
         future: Future[Result] = Future()
         if self.repo is None or model not in self.repo.models:
             future.set_exception(WasmEngineError(E.INFER_MODEL_MISSING, f"no model {model!r}"))
             return future
         rows = self.repo.models[model].config.check(inputs)  # infer.bad_input, at once
-        self._inbox.put(("infer", (rid, model, (inputs, policy, future), rows)))
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        self._inbox.put(("infer", (rid, model, _Infer(inputs, policy, future, deadline), rows)))
         return future
 
     def cancel(self, rid: str) -> None:
@@ -164,7 +180,7 @@ class Server:
             try:
                 self.batcher.submit(model, rid, payload, rows)
             except WasmEngineError as err:
-                payload[2].set_exception(err)
+                payload.future.set_exception(err)
         elif what == "cancel":
             dropped = self._gens.pop(args, None)
             if dropped is not None and self.llm is not None and self.llm.cancel(args):
@@ -219,20 +235,27 @@ class Server:
         """One stacked run per device policy asked in the batch (usually one)."""
         assert self.repo is not None
         model = self.repo.models[batch.model]
-        by_policy: dict[str | None, list[Any]] = {}
+        by_policy: dict[str | None, list[_Infer]] = {}
+        now = time.monotonic()
         for m in batch.members:
-            by_policy.setdefault(m.item[1], []).append(m.item)
+            req: _Infer = m.item
+            if req.deadline is not None and now > req.deadline:
+                late = now - req.deadline
+                msg = f"waited past its timeout ({late * 1000:.1f} ms over) for a batch"
+                req.future.set_exception(WasmEngineError(E.TASK_DEADLINE, msg))
+                continue
+            by_policy.setdefault(req.policy, []).append(req)
         for policy, members in by_policy.items():
             try:
-                results = model.run_batch([inputs for inputs, _, _ in members], policy)
+                results = model.run_batch([r.inputs for r in members], policy)
             except WasmEngineError as err:
-                for _, _, future in members:
-                    future.set_exception(err)
+                for r in members:
+                    r.future.set_exception(err)
                 continue
             except Exception as exc:  # an ORT failure fails this batch, not the worker
                 log.exception("model %s: batch failed", batch.model)
-                for _, _, future in members:
-                    future.set_exception(WasmEngineError(E.INTERNAL, f"{batch.model}: {exc}"))
+                for r in members:
+                    r.future.set_exception(WasmEngineError(E.INTERNAL, f"{batch.model}: {exc}"))
                 continue
-            for (_, _, future), result in zip(members, results, strict=True):
-                future.set_result(result)
+            for r, result in zip(members, results, strict=True):
+                r.future.set_result(result)

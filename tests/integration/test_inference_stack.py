@@ -155,6 +155,10 @@ def _infer_frames(client: Client, x: np.ndarray[Any, Any]) -> tuple[str, str, li
         (lambda c: c.infer("nope", {"x": np.zeros((1, 512), np.float32)}), E.INFER_MODEL_MISSING),
         (lambda c: c.infer("mlp", {"x": np.zeros((1, 7), np.float32)}), E.INFER_BAD_INPUT),
         (lambda c: c.infer("mlp", {"x": np.zeros((1, 512), np.int64)}), E.INFER_BAD_INPUT),
+        (  # past its timeout before its batch ran (waited max_queue_delay at least)
+            lambda c: c.infer("mlp", {"x": np.zeros((1, 512), np.float32)}, timeout=0.0),
+            E.TASK_DEADLINE,
+        ),
         (lambda c: c.generate("word " * 600, max_tokens=4), E.INFER_PROMPT_TOO_LONG),
         (lambda c: c.generate(QUESTION, max_tokens=0), E.INFER_BAD_INPUT),
         (lambda c: c.generate(QUESTION, device="require_gpu"), E.INFER_DEVICE_UNAVAILABLE),
@@ -167,6 +171,7 @@ def _infer_frames(client: Client, x: np.ndarray[Any, Any]) -> tuple[str, str, li
         "unknown-model",
         "bad-shape",
         "bad-dtype",
+        "infer-timeout",
         "prompt-too-long",
         "bad-params",
         "no-gpu",
