@@ -14,7 +14,10 @@ Rules (docs/tensors.md):
 - each holder releases (``shm.release``); the last release frees the slot; a
   lease not released by its deadline is freed too (a holder that died quietly);
 - a lost holder releases everything it held; a lost owner's segments are to be
-  unlinked and its leases dropped (their handles are stale from then on).
+  unlinked and its leases dropped (their handles are stale from then on);
+- a holder's holds can pass to another (``transfer``: a finished child's
+  tensors to the parent task reading them) and be released all at once
+  (``drop_holder``: that parent finished); ``holding`` indexes them by holder.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Leases:
     leases: dict[SlotKey, Lease] = field(default_factory=dict)
     latest: dict[SlotKey, int] = field(default_factory=dict)  # newest generation seen per slot
     counters: Counter[str] = field(default_factory=Counter)
+    holding: dict[str, set[SlotKey]] = field(default_factory=dict)  # holder -> its slots
     _deadlines: list[tuple[int, str, int, int]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ owners
@@ -89,7 +93,7 @@ class Leases:
         for name in names:
             del self.segments[name]
         for key in [k for k in self.leases if k[0] in gone]:
-            del self.leases[key]
+            self._unindex(key, self.leases.pop(key).holders)
             self.counters["leases_dropped"] += 1
         for key in [k for k in self.latest if k[0] in gone]:
             del self.latest[key]
@@ -126,10 +130,13 @@ class Leases:
         if held is None or held.generation != ref.generation:
             if held is not None:  # the owner reused the slot: the old holders' handles are stale
                 self.counters["leases_replaced"] += 1
+                self._unindex(key, held.holders)
             held = Lease(ref.segment, ref.offset, ref.generation, owner, set(), expires, ref.nbytes)
             self.leases[key] = held
             self.latest[key] = ref.generation
         held.holders.update(holders)
+        for holder in holders:
+            self.holding.setdefault(holder, set()).add(key)
         held.expires = max(held.expires, expires)
         heapq.heappush(self._deadlines, (held.expires, ref.segment, ref.offset, ref.generation))
         self.counters["leases"] += 1
@@ -141,18 +148,33 @@ class Leases:
         if held is None or held.generation != generation or holder not in held.holders:
             raise self._stale(key, generation, holder)
         held.holders.discard(holder)
+        self._unindex(key, (holder,))
         return self._maybe_free(key, held)
 
     def drop_holder(self, holder: str) -> list[Free]:
-        """A holder is gone (a lost worker): release whatever it held."""
+        """A holder is gone (a lost worker, a finished parent): release all it held."""
         frees = []
-        for key, held in list(self.leases.items()):
-            if holder in held.holders:
+        for key in self.holding.pop(holder, ()):
+            held = self.leases.get(key)
+            if held is not None and holder in held.holders:
                 held.holders.discard(holder)
                 free = self._maybe_free(key, held)
                 if free is not None:
                     frees.append(free)
         return frees
+
+    def transfer(self, holder: str, to: str, now: int) -> int:
+        """``holder``'s holds become ``to``'s, each renewed for a ttl from ``now``; how many."""
+        keys = self.holding.pop(holder, set())
+        for key in keys:
+            held = self.leases[key]
+            held.holders.discard(holder)
+            held.holders.add(to)
+            held.expires = max(held.expires, now + self.ttl_ns)
+            heapq.heappush(self._deadlines, (held.expires, key[0], key[1], held.generation))
+        if keys:
+            self.holding.setdefault(to, set()).update(keys)
+        return len(keys)
 
     def expire(self, now: int) -> list[Free]:
         """Free every lease past its deadline (holders that never released)."""
@@ -163,11 +185,20 @@ class Leases:
             if held is None or held.generation != generation or held.expires > now:
                 continue  # released, replaced or extended since
             self.counters["leases_expired"] += 1
+            self._unindex((segment, offset), held.holders)
             held.holders.clear()
             free = self._maybe_free((segment, offset), held)
             if free is not None:
                 frees.append(free)
         return frees
+
+    def _unindex(self, key: SlotKey, holders: set[str] | tuple[str, ...]) -> None:
+        for holder in holders:
+            keys = self.holding.get(holder)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.holding[holder]
 
     def _maybe_free(self, key: SlotKey, held: Lease) -> Free | None:
         if held.holders:

@@ -99,6 +99,8 @@ class Results:
         if task.dispatch_id is not None and s.dispatches.get(task.dispatch_id) is task:
             del s.dispatches[task.dispatch_id]  # a late answer now finds nothing: late
         s.retention.add(task.task_id, finished(task, reply, now))
+        if s.tensors.leases.holding:  # (no tensor leases, nothing to look up per task)
+            s.tensors.finished(task, now)
         s.counters["completed" if reply.ok else "failed"] += 1
         if s.telemetry:
             s.event(

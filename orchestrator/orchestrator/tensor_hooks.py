@@ -25,6 +25,7 @@ from wasm_engine.tensors.shm import shm_namespace
 
 from .leases import Free, Leases
 from .outbox import BACK
+from .tasks import Task
 from .workers import Worker
 
 if TYPE_CHECKING:
@@ -71,6 +72,14 @@ class TensorHooks:
     def tick(self, now: int) -> None:
         self._send_frees(self.leases.expire(now))
 
+    def finished(self, task: Task, now: int) -> None:
+        """A child's tensors pass to its parent task, renewed for a ttl (it reads them
+        after ``we.wait``); a task that finishes lets go of its children's tensors."""
+        leases = self.leases
+        if task.parent_task is not None and task.task_id in leases.holding:
+            leases.transfer(task.task_id, children_of(task.parent_task.task_id), now)
+        self._send_frees(leases.drop_holder(children_of(task.task_id)))
+
     # ------------------------------------------------------------------ messages
     def lease(self, peer: bytes, header: Header, msg: ShmLease, now: int) -> None:
         """``shm.lease`` on the back socket: only a registered worker owns segments."""
@@ -100,6 +109,13 @@ class TensorHooks:
             body = ShmFree(free.segment, free.offset, free.generation).pack()
             header = make_header("shm.free", sender=self.sched.name)
             self.sched.send(BACK, free.owner.encode(), header, body)
+
+
+def children_of(task_id: str) -> str:
+    """The holder name under which a running task holds its finished children's tensors:
+    not its task id (that names the holds of its own result's reader) nor, with the NUL,
+    any child's id (``<parent>/<n>``)."""
+    return f"{task_id}\x00children"
 
 
 def _owner(worker: Worker) -> str:

@@ -196,3 +196,56 @@ def test_lease_deadlines_run_on_the_scheduler_tick() -> None:
     h.heartbeat(W1)
     h.tick()
     assert only(h.take(), "shm.free").peer == W1
+
+
+def test_holds_transfer_renewed_and_drop_by_holder() -> None:
+    leases = Leases(ttl_ns=60 * S)
+    leases.attach("w1", NS, [(SEG, 1 << 20)])
+    leases.lease("w1", ref(64), ["child-1"], now=0)
+    leases.lease("w1", ref(2048), ["child-1", "client"], now=0)
+    assert leases.transfer("child-1", "parent", now=50 * S) == 2
+    assert leases.holding == {"parent": {(SEG, 64), (SEG, 2048)}, "client": {(SEG, 2048)}}
+    assert code(leases.release, "child-1", SEG, 64, 1) == E.SHM_STALE_HANDLE  # not its any more
+    assert leases.expire(100 * S) == []  # renewed: 50 s + 60 s
+    assert leases.drop_holder("parent") == [Free("w1", SEG, 64, 1)]  # 2048: the client holds it
+    assert leases.release("client", SEG, 2048, 1) == Free("w1", SEG, 2048, 1)
+    assert leases.holding == {} and leases.transfer("nobody", "x", 0) == 0
+
+
+def test_the_holder_index_forgets_replaced_expired_and_lost_leases() -> None:
+    leases = Leases(ttl_ns=60 * S)
+    leases.attach("w1", NS, [(SEG, 1 << 20)])
+    leases.lease("w1", ref(64, generation=1), ["old"], now=0)
+    leases.lease("w1", ref(64, generation=2), ["new"], now=0)  # the slot reused
+    assert "old" not in leases.holding
+    assert leases.drop_holder("old") == []  # cannot free the new generation's lease
+    leases.lease("w1", ref(2048), ["late"], now=0)
+    leases.expire(61 * S)
+    assert leases.holding == {}
+    leases.lease("w1", ref(64, generation=3), ["h"], now=61 * S)
+    leases.lose_owner("w1")
+    assert leases.holding == {}
+
+
+def test_a_parent_holds_its_children_tensors_until_it_finishes() -> None:
+    """A child's published tensor (leased to the child's task id before its result)
+    passes to the parent task at the child's end, and is freed when the parent ends,
+    not at the lease's deadline."""
+    h = Harness(lease_ttl=60.0)
+    h.put_agent()
+    hello_with_segments(h, W1, [(SEG, 1 << 20)])
+    h.take()
+    h.submit("plan")
+    (parent,) = [o for o in h.take() if o.type == "task.dispatch"]
+    h.child(parent, "plan/0")
+    (child,) = [o for o in h.take() if o.type == "task.dispatch"]
+    lease(h, W1, ref(), ["plan/0"])  # the worker leases the child's output, then answers
+    h.result(child, "a tensor handle")
+    h.take()
+    (held,) = h.sched.tensors.leases.leases.values()
+    assert held.holders == {"plan\x00children"}
+    h.advance(30)
+    h.result(parent, "done")
+    free = only(h.take(), "shm.free")
+    assert (free.peer, free.msg.segment, free.msg.offset) == (W1, SEG, 64)
+    assert h.sched.tensors.leases.describe()["leases"] == 0
