@@ -5,17 +5,19 @@ reader task per client; ``submit`` returns an :class:`asyncio.Future` at once,
 resolved by the reply's ``parent`` (the submit's header id). Any failure raises
 :class:`WasmEngineError`. ``submit(..., on_event=f)`` calls ``f(value)`` for
 each value the task streams (``task.event``), in order, from the reader task and
-before the future resolves: ``f`` must not block. The submit/reply bookkeeping it shares with the
-blocking :class:`wasm_engine.client.Client` lives in
-:class:`wasm_engine.requests.Book`.
+before the future resolves: ``f`` must not block. ``generate`` and ``infer`` call
+the models as the blocking client's do (inputs inline). The submit/reply
+bookkeeping it shares with the blocking :class:`wasm_engine.client.Client` lives
+in :class:`wasm_engine.requests.Book`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -27,6 +29,9 @@ from .envelope import encode
 from .errors import WasmEngineError
 from .protocol import make_header
 from .requests import AgentRef, Book, ManifestLike, OnEvent, Pending, Result, agent_spec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class AsyncClient:
@@ -140,3 +145,65 @@ class AsyncClient:
         fut = await self._request(header.id, "status", encode(header, M.StatusGet().pack()))
         msg = (await self._wait(fut, "status.get")).output
         return msg.to_body() if isinstance(msg, M.Message) else dict(msg)
+
+    # ------------------------------------------------------------------ models
+    async def generate(
+        self,
+        prompt: str | list[dict[str, str]],
+        *,
+        model: str = "smollm2",
+        on_text: Callable[[str], None] | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """LLM text, as :meth:`Client.generate`; ``on_text`` (must not block) gets each
+        piece as it is decoded."""
+        from .inference import generate_input
+
+        task_id, rid, frames = self._book.model_frames(
+            "generate", model, generate_input(prompt, **params), task_id=task_id, timeout=timeout
+        )
+        on_event = None
+        if on_text is not None:
+            sink = on_text
+
+            def on_event(value: Any) -> None:
+                sink(value.get("text", "") if isinstance(value, dict) else "")
+
+        fut = await self._request(rid, task_id, frames, None, on_event)
+        out: dict[str, Any] = (await self._wait(fut, "generate")).output
+        return out
+
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        *,
+        device: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """One tensor-model call, as :meth:`Client.infer` (inputs go inline)."""
+        from .inference import Reader, infer_input
+
+        body, _ = infer_input(inputs, device)
+        task_id, rid, frames = self._book.model_frames(
+            "infer", model, body, task_id=None, timeout=timeout
+        )
+        result = await self._wait(await self._request(rid, task_id, frames), "infer")
+        reader = Reader(self._book.name)
+        try:
+            return reader.outputs(result.output)
+        finally:
+            reader.close()
+            await self.release_tensors(result)
+
+    async def release_tensors(self, result: Result) -> int:
+        """As :meth:`Client.release_tensors`: the result's published tensors go back."""
+        refs = result.stats.get("tensors") or []
+        for ref in refs:
+            header = make_header("shm.release", sender=self._book.name)
+            await self._sock.send_multipart(
+                encode(header, M.ShmRelease(ref, result.task_id).pack())
+            )
+        return len(refs)

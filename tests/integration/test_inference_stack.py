@@ -5,6 +5,7 @@ and a client that disconnects mid-stream (its sequence leaves the batch)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from inference_worker.handler import InferenceHandler
 from inference_worker.llm import GenerateParams, LLMEngine
 from inference_worker.repository import ModelRepository
 from inference_worker.serving import Server
-from wasm_engine import Client, WasmEngineError
+from wasm_engine import AsyncClient, Client, WasmEngineError
 from wasm_engine import errors as E
 from wasm_engine.config import Settings
 from wasm_engine.tensors import TensorPlane
@@ -138,6 +139,25 @@ def test_a_client_arena_sends_big_inputs_by_handle(stack: Settings, server: Serv
         np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-6)
     inline_body, none = infer_input({"x": x})
     assert none == [] and len(inline_body["inputs"]["x"]["data"]) == x.nbytes
+
+
+def test_the_asyncio_client_generates_and_infers(stack: Settings, server: Server) -> None:
+    x = np.random.default_rng(3).standard_normal((2, 512)).astype(np.float32)
+    assert server.repo is not None
+    want = server.repo.models["mlp"].run({"x": x}).outputs or {}
+    pieces: list[str] = []
+
+    async def calls() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with AsyncClient(stack.front, timeout=60) as client:
+            text = await client.generate(QUESTION, max_tokens=8, on_text=pieces.append)
+            return text, await client.infer("mlp", {"x": x})
+
+    text, got = asyncio.run(calls())
+    assert text["tokens"] == len(pieces) > 0 and "".join(pieces) == text["text"]
+    for name, value in got.items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-6)
+    with Client(stack.front, timeout=60) as client:  # same seed, same text as the blocking one
+        assert client.generate(QUESTION, max_tokens=8)["text"] == text["text"]
 
 
 def _infer_frames(client: Client, x: np.ndarray[Any, Any]) -> tuple[str, str, list[bytes]]:
