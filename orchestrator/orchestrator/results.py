@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
+from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
 from wasm_engine.messages import Error, TaskCancel
 from wasm_engine.protocol import Header, make_header
@@ -58,7 +59,16 @@ class Results:
             worker.completed += 1
             ok = header.type == "task.result"
             code = None if ok else _error_code(body)  # for telemetry: failures only
-            self._finish(task, Reply(header.type, body, blobs, ok), now, code)
+            if (
+                code == E.WASM_AGENT_MISSING
+                and _resendable(task)
+                and s.agents.get(task.agent or "")
+            ):
+                worker.agents.discard(task.agent or "")  # it dropped the module (its cap)
+                s.counters["modules_resent"] += 1
+                s.requeue(task, now, penalty=False)  # the next dispatch carries it again
+            else:
+                self._finish(task, Reply(header.type, body, blobs, ok), now, code)
         s.pump(now)
 
     def worker_event(self, worker: Worker, header: Header, body: bytes, blobs: list[bytes]) -> None:
@@ -137,6 +147,14 @@ class Results:
         s = self.sched
         header = make_header(type_, parent=parent, trace=trace, sender=s.name)
         s.send(side, peer, header, body, blobs)
+
+
+def _resendable(task: Task) -> bool:
+    """A worker that says it lacks a module it was sent before (not with this dispatch)
+    dropped it: the task goes again, with the module (which the store still holds: a
+    live task's agent is never evicted). A session call does not (its instance would
+    be gone too)."""
+    return task.agent is not None and not task.module_sent and task.session is None
 
 
 def _error_code(body: bytes) -> str | None:

@@ -152,7 +152,8 @@ class Scheduler(Outbox):
         if task.agent is not None:
             stored = self.agents.get(task.agent)
             reuse = stored is not None and stored.reuse
-            if stored is not None and task.agent not in worker.agents:
+            task.module_sent = stored is not None and task.agent not in worker.agents
+            if task.module_sent and stored is not None:
                 blobs += (stored.module, stored.wire_manifest)
                 worker.agents.add(task.agent)
         queued_us = (now - task.queued_at) // 1000

@@ -62,6 +62,7 @@ class Task:
     session: tuple[str, str] | None = None  # (agent digest, session id) of a stateful call
     parked: bool = False  # a session call waiting behind the one running: in no queue
     waiting_on: int = 0  # its children not answered yet (while > 0 its credit is lent)
+    module_sent: bool = False  # its last dispatch carried the agent's module
 
 
 class TaskQueue:

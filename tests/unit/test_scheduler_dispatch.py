@@ -244,3 +244,26 @@ def test_higher_priority_first_fifo_within_one(h: Harness) -> None:
         h.result(d)
         pending = dispatches(h.take())
     assert order == ["f", "b", "d", "a", "c", "e"]
+
+
+def test_a_worker_that_dropped_a_module_gets_it_again_and_the_task_runs(h: Harness) -> None:
+    """wasm.agent_missing for a dispatch sent without the module (the worker dropped it
+    past its table's cap): the task goes again, with the module, its attempt not counted.
+    For a dispatch that carried the module the error is the task's answer (no loop)."""
+    h.hello(W1)
+    h.take()
+    h.submit("t1")
+    (first,) = dispatches(h.take())
+    h.result(first)
+    h.take()
+    h.submit("t2")
+    (bare,) = dispatches(h.take())
+    assert bare.blobs == [h.bodies["t2"]]
+    h.fail(bare, E.WASM_AGENT_MISSING)
+    (again,) = dispatches(h.take())  # no answer to the client yet
+    assert again.blobs == [h.bodies["t2"], MODULE, WIRE]
+    assert again.msg.attempt == 1
+    assert h.sched.counters["modules_resent"] == 1
+    h.fail(again, E.WASM_AGENT_MISSING)  # it had the module: a real failure
+    err = only(h.take(), "error")
+    assert err.msg.code == E.WASM_AGENT_MISSING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import msgpack
@@ -105,7 +106,7 @@ def test_manifest_limits_are_task_defaults_and_caps(handler: WasmHandler) -> Non
     )
     handler.accept(msg, env)
     assert handler.run(msg, env).stats["fuel_used"] <= 5000
-    _agent, caps = handler.agents[digest]
+    _agent, caps = handler.table.agents[digest]
     limits = handler.task_limits(submit, None, caps)
     assert (limits.fuel, limits.timeout_s) == (5000, 2.0)  # capped
     lower = M.TaskSubmit(task_id="u", kind="wasm", agent=digest, limits={"fuel": 10})
@@ -121,3 +122,44 @@ def test_manifest_limits_are_task_defaults_and_caps(handler: WasmHandler) -> Non
     with pytest.raises(WasmEngineError) as exc:
         handler.run(bad, env)
     assert exc.value.code == E.WASM_BAD_MODULE
+
+
+def test_past_its_cap_the_table_drops_the_least_used_agent_not_in_a_session() -> None:
+    """Four distinct agents (the same code under four names) through a table of two: the
+    least recently used goes, unless a session holds its instance; a task naming a dropped
+    one is wasm.agent_missing (the orchestrator then sends the module again)."""
+    from wasm_engine.manifest import Manifest, agent_digest
+
+    runtime = WasmRuntime()
+    handler = WasmHandler(runtime, WorkerLimits(timeout_s=5.0))
+    handler.table.max_agents = 2
+    digests = []
+
+    def call(name: str, module: bool, session: str | None = None) -> None:
+        manifest = Manifest(name)
+        digest = agent_digest(ECHO, manifest)
+        submit = M.TaskSubmit(task_id=name, kind="wasm", agent=digest, input=codec.packb(1))
+        msg = M.TaskDispatch(name, 1, 0, digest, session=session, fresh=session is not None)
+        wire = json.dumps(manifest.canonical()).encode()
+        blobs = [submit.pack(), ECHO, wire] if module else [submit.pack()]
+        env = envelope.decode(envelope.encode(make_header("task.dispatch"), msg.pack(), blobs))
+        handler.accept(msg, env)
+        handler.run(msg, env)
+        if digest not in digests:
+            digests.append(digest)
+
+    try:
+        call("a", True, session="s1")  # a's instance is a session's: pinned
+        call("b", True)
+        call("c", True)  # over the cap: b (least used, not pinned) goes
+        assert list(handler.table.agents) == [digests[0], digests[2]]
+        call("a", False, session="s1")
+        call("d", True)  # c is now the least used
+        assert set(handler.table.agents) == {digests[0], digests[3]}
+        assert handler.table.dropped == 2
+        with pytest.raises(WasmEngineError) as exc:
+            call("b", False)
+        assert exc.value.code == E.WASM_AGENT_MISSING
+        call("b", True)  # sent again: loads again
+    finally:
+        runtime.close()

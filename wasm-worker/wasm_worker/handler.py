@@ -1,10 +1,9 @@
 """Runs one ``wasm`` task: module by digest, limits from the submit, ABI call.
 
-Owns the worker's table of loaded agents (filled from the module blob and the
-canonical manifest blob the orchestrator attaches to the first dispatch of each
-digest) and the mapping of a submit's ``limits`` onto :class:`Limits`, capped by
-this worker's maximums and the agent's manifest limits (computed once per agent,
-so a task pays nothing more for them).
+Uses the worker's table of loaded agents (:mod:`.agent_table`: the modules the
+orchestrator sent, bounded) and owns the mapping of a submit's ``limits`` onto
+:class:`Limits`, capped by this worker's maximums and the agent's manifest
+limits (computed once per agent, so a task pays nothing more for them).
 The output the guest returns must be one msgpack value; it is spliced into the
 result body as is, so the client decodes it without a second envelope. The
 submit's ``seed`` seeds ``we.random``; ``we.emit`` values go to the loop's
@@ -17,9 +16,6 @@ result's ``stats.tensors`` (the loop leases them to the task id: docs/tensors.md
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +28,12 @@ from wasm_engine.children import Budget, Link, TaskCalls
 from wasm_engine.codec import packb
 from wasm_engine.envelope import Envelope
 from wasm_engine.errors import WasmEngineError
-from wasm_engine.manifest import Manifest, agent_digest, parse_manifest
+from wasm_engine.manifest import Manifest
 from wasm_engine.tasks import Emit
 from wasm_engine.tensors import TensorPlane
 
 from . import capi
+from .agent_table import AgentTable
 from .runtime import Agent, CallResult, Limits, WasmRuntime
 
 NIL = b"\xc0"
@@ -80,14 +77,10 @@ class WasmHandler:
         self.runtime = runtime
         self.limits = limits or WorkerLimits()
         self.tensors = tensors  # the worker's plane (None: we.tensor_* are refused)
-        # digest -> the loaded agent and its task limits (the worker's, capped by its manifest)
-        self.agents: dict[str, tuple[Agent, WorkerLimits]] = {}
-        self.modules: dict[str, tuple[bytes, bytes | None]] = {}  # received, not compiled yet
-        self.manifests: dict[str, Manifest] = {}
-        self.refused: dict[str, WasmEngineError] = {}  # digest -> why it did not load
-        self._loading = threading.Lock()
         # (digest, session) -> the slot holding that session's instance
         self.sessions: dict[tuple[str, str], capi.Slot] = {}
+        self.table = AgentTable(runtime, self.limits, lambda: {d for d, _ in self.sessions})
+        self._agent = self.table.get
 
     def capabilities(self) -> list[str]:
         return ["wasm"]
@@ -145,13 +138,13 @@ class WasmHandler:
         keys = list(self.sessions) if agent is None else [(agent, session or "")]
         for key in keys:
             slot = self.sessions.pop(key, None)
-            loaded = self.agents.get(key[0])
+            loaded = self.table.agents.get(key[0])
             if slot is not None and loaded is not None:
                 loaded[0].give(slot, reuse=False)
 
     def budget(self, digest: str) -> Budget:
         """What a task of this agent may ask of others: its manifest's grants and limits."""
-        manifest = self.manifests.get(digest) or Manifest()
+        manifest = self.table.manifests.get(digest) or Manifest()
         grants = manifest.grants
 
         def granted(key: str) -> frozenset[str] | None:
@@ -161,73 +154,7 @@ class WasmHandler:
         return Budget(min(children, self.limits.children), granted("agents"), granted("models"))
 
     def accept(self, dispatch: M.TaskDispatch, env: Envelope) -> None:
-        """Keep the module blob of a first dispatch even if that task never runs
-        (cancelled before it started): the orchestrator sends each module once."""
-        if len(env.blobs) > 1 and dispatch.agent and dispatch.agent not in self.agents:
-            manifest = env.blobs[2] if len(env.blobs) > 2 else None
-            self.modules[dispatch.agent] = (env.blobs[1], manifest)
-
-    def agent_limits(self, manifest: Manifest) -> WorkerLimits:
-        """This worker's limits capped by a manifest's: its limits become the task
-        defaults and the most a task may ask for (never above this worker's)."""
-        mine, asked = self.limits, manifest.limits
-        fuel = min(int(asked.get("fuel", mine.max_fuel)), mine.max_fuel)
-        timeout = min(float(asked.get("timeout", mine.max_timeout_s)), mine.max_timeout_s)
-        memory = min(int(asked.get("memory", mine.max_memory_bytes)), mine.max_memory_bytes)
-        return dataclasses.replace(
-            mine,
-            fuel=fuel if "fuel" in asked else min(mine.fuel, fuel),
-            max_fuel=fuel,
-            timeout_s=timeout if "timeout" in asked else min(mine.timeout_s, timeout),
-            max_timeout_s=timeout,
-            memory_bytes=memory if "memory" in asked else min(mine.memory_bytes, memory),
-            max_memory_bytes=memory,
-        )
-
-    def _agent(self, digest: str) -> tuple[Agent, WorkerLimits]:
-        found = self.agents.get(digest)
-        if found is not None:
-            return found
-        with self._loading:  # task threads: one loads, the others wait for it
-            return self._load(digest)
-
-    def _load(self, digest: str) -> tuple[Agent, WorkerLimits]:
-        found = self.agents.get(digest)
-        if found is not None:
-            return found
-        refused = self.refused.get(digest)
-        if refused is not None:
-            raise WasmEngineError(refused.code, refused.message, detail=dict(refused.detail))
-        sent = self.modules.pop(digest, None)
-        if sent is None:
-            raise WasmEngineError(
-                E.WASM_AGENT_MISSING, f"agent {digest} was never sent to this worker"
-            )
-        module, raw_manifest = sent
-        try:
-            manifest = Manifest()
-            if raw_manifest is not None:
-                try:
-                    manifest = parse_manifest(json.loads(raw_manifest))
-                except (ValueError, WasmEngineError) as exc:
-                    raise WasmEngineError(E.WASM_BAD_MODULE, f"bad manifest: {exc}") from None
-            agent = self.runtime.load(module, key=digest)
-            # without a manifest (a bare module): the digest is the module's own
-            want = (
-                agent.digest
-                if raw_manifest is None
-                else agent_digest(module, manifest, agent.digest)
-            )
-            if want != digest:
-                msg = f"agent digest {want} != {digest}"
-                raise WasmEngineError(E.WASM_BAD_MODULE, msg)
-        except WasmEngineError as err:
-            if err.code in (E.WASM_BAD_MODULE, E.WASM_CAPABILITY_DENIED):
-                self.refused[digest] = err
-            raise
-        loaded = self.agents[digest] = (agent, self.agent_limits(manifest))
-        self.manifests[digest] = manifest
-        return loaded
+        self.table.accept(dispatch, env)
 
     def task_limits(
         self, submit: M.TaskSubmit, deadline_ns: int | None, mine: WorkerLimits | None = None

@@ -114,6 +114,16 @@ class WasmRuntime:
             found = self._cache[key] = kind(self, digest, *rest)
         return found
 
+    def forget(self, key: str) -> None:
+        """Drop the agent loaded under ``key``: its idle instances now, its compiled
+        module once no other key uses it (a running call keeps what it holds)."""
+        agent = self._cache.pop(key, None)
+        if agent is None:
+            return
+        agent.reset()
+        if all(other.digest != agent.digest for other in self._cache.values()):
+            self._compiled.pop(agent.digest, None)
+
     def _module(self, wasm: bytes, digest: str) -> wasmtime.Module:
         if self.disk is not None:
             cached = self.disk.load(self._engine, digest)
