@@ -17,7 +17,6 @@ agent it ever ran.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import threading
@@ -71,8 +70,10 @@ class AgentTable:
         ``wasm.bad_module``… when it cannot be."""
         found = self.agents.get(digest)
         if found is not None:
-            with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
+            try:
                 self.agents.move_to_end(digest)
+            except KeyError:  # dropped by another thread meanwhile
+                pass
             return found
         with self._loading:  # task threads: one loads, the others wait for it
             return self._load(digest)
