@@ -273,3 +273,19 @@ def test_closed_runtime_refuses() -> None:
 def test_limits_validated() -> None:
     with pytest.raises(ValueError):
         Limits(fuel=-1)
+
+
+def test_a_forgotten_agent_drops_the_instance_its_running_call_gives_back(
+    rt: WasmRuntime,
+) -> None:
+    """The worker's table drops an agent while one of its reused instances is in a call:
+    that instance ends with the call, and the pool's count of live instances is right."""
+    agent = rt.load(wasm("echo"), key="to-forget")
+    live = rt._live
+    slot = agent.take(True)
+    assert agent.call_in(slot, b"\x01", FAST, reuse=True).output == b"\x01"
+    assert rt._live == live + 1 and slot.store
+    rt.forget("to-forget")  # meanwhile, on another thread: the table's cap
+    agent.give(slot, reuse=True)  # the call ends
+    assert rt._live == live and not agent._idle
+    assert rt.load(wasm("echo"), key="to-forget") is not agent  # loaded afresh if sent again

@@ -93,6 +93,7 @@ class Agent:
         # so calls on several threads never share one: each runs in its own store.
         self._spare: list[capi.Slot] = []  # no store: for fresh-instance calls
         self._idle: list[capi.Slot] = []  # a live instance each, not in a call now
+        self.retired = False  # dropped from the runtime: instances end with their call
 
     def reset(self) -> None:
         """Drop the idle reused instances (the next ``reuse=True`` call makes a new one)."""
@@ -152,9 +153,15 @@ class Agent:
         except IndexError:
             return capi.Slot()
 
+    def retire(self) -> None:
+        """The runtime dropped this agent: its idle instances go now, the ones in a
+        call when that call ends (so the pool's count of live instances stays right)."""
+        self.retired = True
+        self.reset()
+
     def give(self, s: capi.Slot, reuse: bool) -> None:
         """Back after a call: a reused instance that survived goes idle, else dropped."""
-        if reuse and s.store:
+        if reuse and s.store and not self.retired:
             self._idle.append(s)
         else:
             self._drop(s)

@@ -120,7 +120,7 @@ class WasmRuntime:
         agent = self._cache.pop(key, None)
         if agent is None:
             return
-        agent.reset()
+        agent.retire()
         if all(other.digest != agent.digest for other in self._cache.values()):
             self._compiled.pop(agent.digest, None)
 
