@@ -159,18 +159,9 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """LLM text, as :meth:`Client.generate`; ``on_text`` (must not block) gets each
         piece as it is decoded."""
-        from .inference import generate_input
-
-        task_id, rid, frames = self._book.model_frames(
-            "generate", model, generate_input(prompt, **params), task_id=task_id, timeout=timeout
+        task_id, rid, frames, on_event = self._book.generate_frames(
+            prompt, model, task_id, timeout, on_text, params
         )
-        on_event = None
-        if on_text is not None:
-            sink = on_text
-
-            def on_event(value: Any) -> None:
-                sink(value.get("text", "") if isinstance(value, dict) else "")
-
         fut = await self._request(rid, task_id, frames, None, on_event)
         out: dict[str, Any] = (await self._wait(fut, "generate")).output
         return out

@@ -54,19 +54,9 @@ class ModelCalls:
         """Queue LLM text generation (``params``: ``max_tokens``, ``temperature``,
         ``top_k``, ``top_p``, ``seed``, ``stop``, ``device``); ``on_text`` gets each
         piece of text as it is decoded. The result's output: see :mod:`wasm_engine.inference`."""
-        from .inference import generate_input
-
-        data = generate_input(prompt, **params)
-        task_id, rid, frames = self._book.model_frames(
-            "generate", model, data, task_id=task_id, timeout=timeout
+        task_id, rid, frames, on_event = self._book.generate_frames(
+            prompt, model, task_id, timeout, on_text, params
         )
-        on_event = None
-        if on_text is not None:
-            sink = on_text
-
-            def on_event(value: Any) -> None:
-                sink(value.get("text", "") if isinstance(value, dict) else "")
-
         return self._request(rid, task_id, frames, None, on_event)
 
     def generate(self, prompt: str | list[dict[str, str]], **kw: Any) -> dict[str, Any]:

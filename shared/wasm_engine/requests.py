@@ -80,6 +80,31 @@ class Book:
         body = M.AgentPut(digest, manifest.name, manifest.reuse, manifest.canonical()).pack()
         return digest, header.id, encode(header, body, [module])
 
+    def generate_frames(
+        self,
+        prompt: str | list[dict[str, str]],
+        model: str,
+        task_id: str | None,
+        timeout: float | None,
+        on_text: Callable[[str], None] | None,
+        params: dict[str, Any],
+    ) -> tuple[str, str, list[bytes], OnEvent | None]:
+        """A ``generate`` submit (task id, request id, frames) and the ``on_event`` that
+        hands each streamed piece of text to ``on_text``."""
+        from .inference import generate_input
+
+        task_id, rid, frames = self.model_frames(
+            "generate", model, generate_input(prompt, **params), task_id=task_id, timeout=timeout
+        )
+        if on_text is None:
+            return task_id, rid, frames, None
+        sink = on_text
+
+        def on_event(value: Any) -> None:
+            sink(value.get("text", "") if isinstance(value, dict) else "")
+
+        return task_id, rid, frames, on_event
+
     def model_frames(
         self,
         kind: str,

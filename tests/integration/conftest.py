@@ -7,7 +7,8 @@ worker loops made so far (a test may look at their plane).
 ``smollm2_dir``: the built LLM. Built once into the project's model repository
 (``models/`` or ``$WASM_ENGINE_MODELS``) by the same builder as ``wasm-engine
 models build smollm2`` when missing, so ``make test`` on a fresh clone exercises
-the real model; cached after that. ``llm``: an engine on it."""
+the real model; cached after that. ``llm``: an engine on it. ``rt``: a wasm runtime
+per module for the C-agent tests (their helpers: ``c_agents.py``)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,11 @@ def llm(smollm2_dir: Path) -> Iterator[LLMEngine]:
     engine = LLMEngine(smollm2_dir, max_batch=8, max_seq=512)
     yield engine
     assert not engine.busy, "a test left requests in the engine"
+
+
+@pytest.fixture(scope="module")
+def rt() -> Iterator[WasmRuntime]:
+    """A wasm runtime for the C-agent tests (c_agents.py), one per test module."""
+    runtime = WasmRuntime(pool_instances=16)
+    yield runtime
+    runtime.close()

@@ -5,29 +5,12 @@ answers bad input (every truncation, invalid bytes, 4 GiB headers) with an error
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
+from c_agents import LIMITS, load
 
-from wasm_worker.runtime import Agent, Limits, WasmRuntime
-
-BUILD = Path(__file__).resolve().parents[2] / "agents" / "build"
-LIMITS = Limits(fuel=2_000_000_000, timeout_s=20.0, memory_bytes=64 << 20)
-
-
-@pytest.fixture(scope="module")
-def rt() -> Iterator[WasmRuntime]:
-    runtime = WasmRuntime(pool_instances=4)
-    yield runtime
-    runtime.close()
-
-
-def load(rt: WasmRuntime, name: str) -> Agent:
-    return rt.load((BUILD / f"{name}.wasm").read_bytes())
-
+from wasm_worker.runtime import WasmRuntime
 
 EDGE_INTS = [
     0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1,

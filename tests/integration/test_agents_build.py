@@ -6,34 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import pytest
+from c_agents import AGENTS, BUILD, NAMES, call, load
 
-from wasm_worker.runtime import Agent, Limits, WasmRuntime
-
-AGENTS = Path(__file__).resolve().parents[2] / "agents"
-BUILD = AGENTS / "build"
-NAMES = ["msgpack_norm", "planner", "reduce_stats", "summarize", "tensor_ops", "textstats"]
-LIMITS = Limits(fuel=2_000_000_000, timeout_s=20.0, memory_bytes=64 << 20)
-
-
-@pytest.fixture(scope="module")
-def rt() -> Iterator[WasmRuntime]:
-    runtime = WasmRuntime(pool_instances=8)
-    yield runtime
-    runtime.close()
-
-
-def load(rt: WasmRuntime, name: str) -> Agent:
-    return rt.load((BUILD / f"{name}.wasm").read_bytes())
-
-
-def call(agent: Agent, value: Any) -> Any:
-    return msgpack.unpackb(agent.call(msgpack.packb(value), LIMITS).output)
+from wasm_worker.runtime import WasmRuntime
 
 
 def _ci() -> bool:

@@ -8,23 +8,16 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 import wasmtime
+from c_agents import AGENTS, BUILD, LIMITS, NAMES, call, load
 
 from wasm_engine import errors as E
 from wasm_engine.errors import WasmEngineError
-from wasm_worker.runtime import Agent, Limits, WasmRuntime
-
-ROOT = Path(__file__).resolve().parents[2]
-AGENTS = ROOT / "agents"
-BUILD = AGENTS / "build"
-NAMES = ["msgpack_norm", "planner", "reduce_stats", "summarize", "tensor_ops", "textstats"]
-LIMITS = Limits(fuel=2_000_000_000, timeout_s=20.0, memory_bytes=64 << 20)
+from wasm_worker.runtime import Limits, WasmRuntime
 
 # --- Python reference of textstats and reduce_stats (the rules in agents/README.md) ---
 
@@ -92,21 +85,6 @@ def corpus(n_bytes: int, seed: int = 7, vocab: int = 5000) -> bytes:
 
 
 # --- fixtures ---
-
-
-@pytest.fixture(scope="module")
-def rt() -> Iterator[WasmRuntime]:
-    runtime = WasmRuntime(pool_instances=16)
-    yield runtime
-    runtime.close()
-
-
-def load(rt: WasmRuntime, name: str) -> Agent:
-    return rt.load((BUILD / f"{name}.wasm").read_bytes())
-
-
-def call(agent: Agent, value: Any, limits: Limits = LIMITS, reuse: bool = False) -> Any:
-    return msgpack.unpackb(agent.call(msgpack.packb(value), limits, reuse=reuse).output)
 
 
 # --- the committed modules ---
