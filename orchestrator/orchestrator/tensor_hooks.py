@@ -25,7 +25,7 @@ from wasm_engine.tensors.shm import shm_namespace
 
 from .leases import Free, Leases
 from .outbox import BACK
-from .tasks import Task
+from .tasks import State, Task
 from .workers import Worker
 
 if TYPE_CHECKING:
@@ -75,9 +75,12 @@ class TensorHooks:
     def finished(self, task: Task, now: int) -> None:
         """A child's tensors pass to its parent task, renewed for a ttl (it reads them
         after ``we.wait``); a task that finishes lets go of its children's tensors."""
-        leases = self.leases
-        if task.parent_task is not None and task.task_id in leases.holding:
-            leases.transfer(task.task_id, children_of(task.parent_task.task_id), now)
+        leases, parent = self.leases, task.parent_task
+        if parent is not None and task.task_id in leases.holding:
+            if parent.state is State.DONE:  # it ended first (deadline, cancel): nobody reads
+                self._send_frees(leases.drop_holder(task.task_id))
+            else:
+                leases.transfer(task.task_id, children_of(parent.task_id), now)
         self._send_frees(leases.drop_holder(children_of(task.task_id)))
 
     # ------------------------------------------------------------------ messages

@@ -249,3 +249,20 @@ def test_a_parent_holds_its_children_tensors_until_it_finishes() -> None:
     free = only(h.take(), "shm.free")
     assert (free.peer, free.msg.segment, free.msg.offset) == (W1, SEG, 64)
     assert h.sched.tensors.leases.describe()["leases"] == 0
+
+
+def test_a_child_finishing_after_its_parent_frees_its_tensors_at_once() -> None:
+    h = Harness(lease_ttl=60.0)
+    h.put_agent()
+    hello_with_segments(h, W1, [(SEG, 1 << 20)])
+    h.take()
+    h.submit("plan")
+    (parent,) = [o for o in h.take() if o.type == "task.dispatch"]
+    h.child(parent, "plan/0")
+    (child,) = [o for o in h.take() if o.type == "task.dispatch"]
+    h.cancel("plan")  # the parent ends first
+    h.take()
+    lease(h, W1, ref(), ["plan/0"])
+    h.result(child, "a tensor handle")
+    free = only(h.take(), "shm.free")  # nobody is left to read it
+    assert (free.peer, free.msg.segment) == (W1, SEG)
