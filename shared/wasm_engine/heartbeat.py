@@ -11,7 +11,9 @@ hello again. It tells the loop's main thread through an inproc PAIR socket
 ``ctrl_waiting`` flag. It sees the loop only through :class:`LoopView`.
 Each beat carries the handler's counters as ``stats`` when the handler has
 ``report()`` (:class:`~wasm_engine.tasks.Reporting`); a report that fails is
-logged once and the beats go on without it.
+logged once and the beats go on without it. After each beat the worker's tensor
+plane lets go of mapped segments their owners have unlinked (``sweep``): the
+only periodic thread a worker has, and off the task path.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import zmq
 
@@ -32,6 +34,9 @@ from .envelope import EnvelopeError, decode, encode
 from .liveness import Backoff, Liveness
 from .protocol import make_header
 from .tasks import Reporting, TaskHandler
+
+if TYPE_CHECKING:
+    from .tensors import TensorPlane
 
 log = logging.getLogger("wasm_engine.worker")
 CTRL_REHELLO, CTRL_RECONNECT = b"rehello", b"reconnect"
@@ -48,6 +53,7 @@ class LoopView(Protocol):
     ctrl_waiting: bool
     registered: bool  # the orchestrator welcomed the current hello
     handler: TaskHandler  # its optional report() fills the beats' stats
+    tensors: TensorPlane | None  # swept after each beat
 
     def inflight(self) -> int: ...
 
@@ -81,6 +87,7 @@ class HeartbeatThread(threading.Thread):
                     # (a beat sent before the hello arrived would be answered worker.unknown
                     # and counted as an error: it travels on another socket and can overtake it)
                     self._beat(sock)
+                    self._sweep()
                     next_beat = now + self.interval
                 due = next_beat if self.loop.registered else max(next_beat, now + 0.01)
                 if sock.poll(max(1, int((due - time.monotonic()) * 1000)), zmq.POLLIN):
@@ -115,6 +122,18 @@ class HeartbeatThread(threading.Thread):
                 encode(make_header("worker.heartbeat", sender=self.loop.name), self._body()),
                 transport.NOBLOCK,
             )
+
+    def _sweep(self) -> None:
+        tensors = self.loop.tensors
+        if tensors is None:
+            return
+        try:
+            gone = tensors.sweep()
+        except Exception:  # a bug there must not stop the beats
+            log.exception("sweeping mapped shm segments failed")
+            return
+        if gone:
+            log.info("unmapped %d shm segments their owners unlinked", gone)
 
     def _body(self) -> bytes:
         """The beat, with the handler's counters as ``stats``; without them when it has no

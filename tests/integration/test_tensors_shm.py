@@ -239,3 +239,25 @@ def test_reap_removes_exactly_one_stacks_segments() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_reader_lets_go_of_segments_their_owner_unlinked(reader: TensorPlane) -> None:
+    """A mapping outlives the segment's name: without ``sweep`` a long-lived reader would
+    keep the pages of every closed client's arena. A view still alive keeps its mapping."""
+    stack = f"t{os.getpid()}x{os.urandom(2).hex()}"
+    first = TensorPlane(Arena(stack, 2 * MiB, segment_size=2 * MiB), owner="client-1")
+    second = TensorPlane(Arena(stack + "b", 2 * MiB, segment_size=2 * MiB), owner="client-2")
+    try:
+        ref1 = first.publish(np.arange(1024, dtype=np.float32), [], in_shm=True)
+        ref2 = second.publish(np.ones(1024, dtype=np.float32), [], in_shm=True)
+        assert reader.open(ref1).sum() == sum(range(1024))
+        held = reader.open(ref2)
+        assert reader.sweep() == 0  # both still named
+        first.close()  # a client closes: its arena is unlinked
+        assert reader.sweep() == 1
+        second.close()
+        assert reader.sweep() == 1 and held.sum() == 1024  # the live view still reads
+        assert reader.sweep() == 0
+    finally:
+        first.close()
+        second.close()

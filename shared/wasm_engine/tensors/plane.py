@@ -2,7 +2,8 @@
 
 One :class:`TensorPlane` per process. It owns that process's :class:`Arena` (when
 it has one), the segments it has mapped to read others' tensors (mapped once,
-kept: a second handle into the same segment costs no syscall and no page fault)
+kept: a second handle into the same segment costs no syscall and no page fault;
+``sweep`` lets go of those whose owner unlinked them, so their pages are freed)
 and the choice between shared memory and inline blobs:
 
 - ``publish(array, blobs)`` copies an existing array once, into a slot (or into
@@ -21,6 +22,7 @@ this process has no arena; inline tensors are capped at ``inline_cap``
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,7 @@ class TensorPlane:
         self.inline_cap = inline_cap
         self.shm_dir = shm_dir
         self._mapped: dict[tuple[str, bool], Segment] = {}
+        self._lock = threading.RLock()  # mapping and viewing vs sweep (another thread)
 
     # ------------------------------------------------------------------ producing
     def goes_inline(self, nbytes: int, dest_ns: str | None) -> bool:
@@ -180,10 +183,20 @@ class TensorPlane:
         to know the data was not freed under you (a holder that respects its lease
         never sees False)."""
         try:
-            self._check_generation(self._segment(ref, False), ref)
+            with self._lock:
+                self._check_generation(self._segment(ref, False), ref)
         except WasmEngineError:
             return False
         return True
+
+    def sweep(self) -> int:
+        """Unmap the segments we read from whose owner has unlinked them (it closed or
+        was lost): their pages are freed once no view of them is left. How many."""
+        with self._lock:
+            gone = [k for k in self._mapped if not (self.shm_dir / k[0]).exists()]
+            for key in gone:
+                self._forget(key)
+        return len(gone)
 
     def _segment(self, ref: TensorRef, writable: bool) -> Segment:
         if ref.ns != self.ns:
@@ -205,6 +218,10 @@ class TensorPlane:
         return seg
 
     def _view(self, ref: TensorRef, *, writable: bool) -> np.ndarray[Any, Any]:
+        with self._lock:  # a view made before a sweep keeps its mapping alive
+            return self._view_locked(ref, writable)
+
+    def _view_locked(self, ref: TensorRef, writable: bool) -> np.ndarray[Any, Any]:
         seg = self._segment(ref, writable)
         if ref.offset < HEADER or ref.offset + ref.nbytes > seg.size:
             raise bad(
@@ -237,7 +254,8 @@ class TensorPlane:
 
     def close(self) -> None:
         """Unmap what we read from, and unlink our arena."""
-        for key in list(self._mapped):
-            self._forget(key)
+        with self._lock:
+            for key in list(self._mapped):
+                self._forget(key)
         if self.arena is not None:
             self.arena.close()
