@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scheduler_harness import W1, W2, Harness, S, of_type, only
+from scheduler_harness import W1, W2, Harness, Out, S, dispatches, of_type, only
 
 from orchestrator.leases import Free, Leases
 from orchestrator.scheduler import BACK, FRONT
@@ -227,18 +227,25 @@ def test_the_holder_index_forgets_replaced_expired_and_lost_leases() -> None:
     assert leases.holding == {}
 
 
-def test_a_parent_holds_its_children_tensors_until_it_finishes() -> None:
-    """A child's published tensor (leased to the child's task id before its result)
-    passes to the parent task at the child's end, and is freed when the parent ends,
-    not at the lease's deadline."""
+def plan_with_a_child() -> tuple[Harness, Out, Out]:
+    """W1 owns a segment and runs task "plan", which asked for child "plan/0": both
+    dispatched, neither answered."""
     h = Harness(lease_ttl=60.0)
     h.put_agent()
     hello_with_segments(h, W1, [(SEG, 1 << 20)])
     h.take()
     h.submit("plan")
-    (parent,) = [o for o in h.take() if o.type == "task.dispatch"]
+    (parent,) = dispatches(h.take())
     h.child(parent, "plan/0")
-    (child,) = [o for o in h.take() if o.type == "task.dispatch"]
+    (child,) = dispatches(h.take())
+    return h, parent, child
+
+
+def test_a_parent_holds_its_children_tensors_until_it_finishes() -> None:
+    """A child's published tensor (leased to the child's task id before its result)
+    passes to the parent task at the child's end, and is freed when the parent ends,
+    not at the lease's deadline."""
+    h, parent, child = plan_with_a_child()
     lease(h, W1, ref(), ["plan/0"])  # the worker leases the child's output, then answers
     h.result(child, "a tensor handle")
     h.take()
@@ -252,14 +259,7 @@ def test_a_parent_holds_its_children_tensors_until_it_finishes() -> None:
 
 
 def test_a_child_finishing_after_its_parent_frees_its_tensors_at_once() -> None:
-    h = Harness(lease_ttl=60.0)
-    h.put_agent()
-    hello_with_segments(h, W1, [(SEG, 1 << 20)])
-    h.take()
-    h.submit("plan")
-    (parent,) = [o for o in h.take() if o.type == "task.dispatch"]
-    h.child(parent, "plan/0")
-    (child,) = [o for o in h.take() if o.type == "task.dispatch"]
+    h, _, child = plan_with_a_child()
     h.cancel("plan")  # the parent ends first
     h.take()
     lease(h, W1, ref(), ["plan/0"])
