@@ -17,7 +17,7 @@ the store is a put refused (``task.overloaded``, not retryable).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -51,10 +51,10 @@ class StoredAgent:
 
 
 class AgentStore:
-    def __init__(self, max_bytes: int = 512 << 20) -> None:
+    def __init__(self, max_bytes: int = 512 << 20, counters: Counter[str] | None = None) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self.evicted = 0
+        self.counters = counters if counters is not None else Counter()  # agents_evicted
         self._agents: OrderedDict[str, StoredAgent] = OrderedDict()  # least recently used first
         self._named: dict[str, StoredAgent] = {}
 
@@ -107,7 +107,7 @@ class AgentStore:
         for agent in victims:
             del self._agents[agent.digest]
             self.used -= len(agent.module)
-            self.evicted += 1
+            self.counters["agents_evicted"] += 1
             if self._named.get(agent.name) is agent:
                 del self._named[agent.name]
 

@@ -232,13 +232,10 @@ class Intake:
                 manifest = Manifest(name=msg.name, reuse=msg.reuse)
             else:
                 manifest = parse_manifest(msg.manifest)
-            evicted = s.agents.evicted
             stored = s.agents.put(msg.digest, manifest, blobs[0], self._agents_in_use)
         except WasmEngineError as err:
             s.error(FRONT, peer, header.id, err)
             return
-        if s.agents.evicted > evicted:
-            s.counters["agents_evicted"] += s.agents.evicted - evicted
         reply = make_header("agent.stored", parent=header.id, sender=s.name)
         s.send(FRONT, peer, reply, AgentStored(stored.digest, len(stored.module)).pack())
 

@@ -60,7 +60,7 @@ class Scheduler(Outbox):
         self.queues: dict[str, TaskQueue] = {}
         interval_ns = int(settings.heartbeat_interval * 1e9)
         self.workers = Registry(interval_ns, settings.heartbeat_liveness)
-        self.agents = AgentStore()
+        self.agents = AgentStore(counters=self.counters)
         self.retention = Retention(int(settings.result_ttl * 1e9))
         self.deadlines: list[tuple[int, int, Task]] = []
         # the parts' entry points, bound here: no extra call per message
