@@ -92,11 +92,13 @@ class WasmHandler:
     def may_block(self, dispatch: M.TaskDispatch) -> bool:
         """Whether the agent imports a host call that waits (loads it on first use;
         one that cannot load runs inline and fails there with its error)."""
-        try:
-            agent, _ = self._agent(dispatch.agent or "")
-        except WasmEngineError:
-            return False
-        return agent.blocking
+        loaded = self.table.agents.get(dispatch.agent or "")  # (run() marks it used)
+        if loaded is None:
+            try:
+                loaded = self._agent(dispatch.agent or "")
+            except WasmEngineError:
+                return False
+        return loaded[0].blocking
 
     def _session_call(
         self,
